@@ -1,0 +1,368 @@
+"""The `predcache` command line. Errors are one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import ConfigError, PredcacheError
+from pipelines.settings import Settings
+
+EXIT_USAGE = 2
+DEMO_DAY = date(2013, 7, 1)
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a date in YYYY-MM-DD form") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+class _Bar:
+    """A tqdm bar on stderr fed from the shard ledger (hidden when stderr is not a terminal)."""
+
+    def __init__(self, desc: str) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=0, desc=desc, unit="row", unit_scale=True, file=sys.stderr, disable=None, leave=False)
+
+    def __call__(self, shards_done: int, shards_total: int, rows_done: int, rows_total: int) -> None:
+        if self._bar.total != rows_total:
+            self._bar.total = rows_total
+        self._bar.n = rows_done
+        self._bar.set_postfix_str(f"shards {shards_done}/{shards_total}", refresh=False)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _print_summary(summary: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary.to_json()))
+        return
+    state = "skipped (already done)" if summary.skipped else ("resumed" if summary.resumed else "done")
+    print(
+        f"run {summary.run_id} {state}: {summary.model}/{summary.version} on {summary.engine}, "
+        f"{summary.rows_in} rows in, {summary.rows_out} scored, {summary.rows_rejected} rejected, "
+        f"{summary.shards_scored}/{summary.shards_total} shards scored, {summary.seconds:.1f} s"
+        + (f" ({summary.rows_per_s:,.0f} rows/s)" if summary.rows_per_s else "")
+        + (", published" if summary.published else "")
+    )
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+def cmd_db_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.store.db import migrate, resolve_url
+
+    applied = migrate(resolve_url(settings.database_url, settings.embedded_pgdata))
+    print(f"schema up to date ({', '.join(applied) if applied else 'nothing to apply'})")
+    return 0
+
+
+def cmd_data_flights(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.data.flights import write_flights
+
+    rows = write_flights(args.out, start=args.start, end=args.end)
+    print(f"wrote {rows} flights to {args.out} (one folder per day: date=YYYY-MM-DD)")
+    return 0
+
+
+def cmd_models_build(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.build.registry import build_model
+
+    folder = build_model(args.name, settings.models_dir, version=args.version)
+    print(f"built {folder}")
+    return 0
+
+
+def cmd_models_list(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.core.card import load_card
+    from pipelines.core.model import list_models, model_versions
+
+    for name in list_models(settings.models_dir):
+        for version in model_versions(settings.models_dir, name):
+            card = load_card(settings.models_dir / name / version)
+            print(f"{name}\t{version}\tdefault={card.signature_file()}\t{card.description}")
+    return 0
+
+
+def cmd_models_show(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.core.card import load_card
+    from pipelines.core.model import resolve_version_dir
+
+    card = load_card(resolve_version_dir(settings.models_dir, args.name, args.version))
+    print(json.dumps(card.model_dump(mode="json", exclude={"reference_stats"}), indent=2))
+    return 0
+
+
+def _run_request(args: argparse.Namespace, **overrides: Any) -> Any:
+    from pipelines.jobs import RunRequest
+
+    fields: dict[str, Any] = {
+        "model": args.model,
+        "input": args.input,
+        "engine": args.engine,
+        "version": args.version,
+        "shard_rows": args.shard_rows,
+        "publish": args.publish,
+        "rerun": getattr(args, "rerun", False),
+        "fail_shards": frozenset(getattr(args, "inject_fault", None) or ()),
+    }
+    if getattr(args, "spark_master", None):
+        fields["engine_options"] = {"spark_master": args.spark_master}
+    fields.update(overrides)
+    return RunRequest(**fields)
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.jobs import run_job
+
+    bar = _Bar(f"{args.model} {args.input.name}")
+    try:
+        summary = run_job(settings, _run_request(args), on_progress=bar)
+    finally:
+        bar.close()
+    _print_summary(summary, args.json)
+    return 0
+
+
+def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pipelines.jobs import backfill_job, days
+
+    all_days = days(args.start, args.end)
+    with tqdm(total=len(all_days), desc=f"backfill {args.model}", unit="day", file=sys.stderr, disable=None) as bar:
+
+        def on_day(day: date, summary: Any) -> None:
+            bar.update(1)
+            bar.set_postfix_str(f"{day} run {summary.run_id} {'skipped' if summary.skipped else 'scored'}")
+            if args.json:
+                print(json.dumps({"date": day.isoformat(), **summary.to_json()}), flush=True)
+
+        summaries = backfill_job(
+            settings,
+            model=args.model,
+            template=args.input_template,
+            start=args.start,
+            end=args.end,
+            engine=args.engine,
+            version=args.version,
+            publish_runs=args.publish,
+            shard_rows=args.shard_rows,
+            on_day=on_day,
+        )
+    scored = [s for s in summaries if not s.skipped]
+    if not args.json:
+        print(
+            f"backfill {args.start}..{args.end}: {len(scored)} day(s) scored, {len(summaries) - len(scored)} skipped "
+            f"(already done), {sum(s.rows_out for s in summaries)} predictions, "
+            f"{sum(s.rows_rejected for s in summaries)} rejects"
+        )
+    return 0
+
+
+def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.jobs import database_url
+    from pipelines.store.db import connection
+    from pipelines.store.publish import publish
+
+    with connection(database_url(settings), autocommit=True) as conn:
+        result = publish(conn, model=args.model, version=args.version)
+    print(
+        f"published {result.model}/{result.version} (publish {result.publish_id}, runs {result.run_ids or 'none new'}; "
+        f"was {result.prev_version or 'nothing'})"
+    )
+    return 0
+
+
+def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.jobs import database_url
+    from pipelines.store.db import connection
+    from pipelines.store.publish import rollback
+
+    with connection(database_url(settings), autocommit=True) as conn:
+        result = rollback(conn, model=args.model)
+    now = result.prev_version or "nothing (no version active)"
+    print(f"rolled back publish {result.publish_id} of {result.model}/{result.version}; active now: {now}")
+    return 0
+
+
+def cmd_lookup(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.jobs import database_url
+    from pipelines.store.db import connection
+    from pipelines.store.lookup import lookup
+
+    with connection(database_url(settings)) as conn:
+        results = lookup(conn, args.model, list(args.keys))
+    for item in results:
+        if args.json:
+            print(json.dumps(item.to_json()))
+        elif item.found:
+            print(f"{item.key}\t{item.score:.6f}\tversion {item.version}\tcomputed {item.computed_at:%Y-%m-%d %H:%M:%S}")
+        else:
+            print(f"{item.key}\tnot found")
+    return 0 if all(item.found for item in results) or args.json else 1
+
+
+def cmd_runs_list(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.jobs import database_url
+    from pipelines.store.db import connection
+    from pipelines.store.ledger import list_runs
+
+    with connection(database_url(settings)) as conn:
+        runs = list_runs(conn, model=args.model, limit=args.limit)
+    for run in runs:
+        if args.json:
+            print(json.dumps({**run.__dict__, "created_at": run.created_at.isoformat()}))
+        else:
+            print(
+                f"{run.run_id}\t{run.model}/{run.version}\t{run.engine}\t{run.status}\t"
+                f"in={run.rows_in} out={run.rows_out} rej={run.rows_rejected}\t{run.input_uri}"
+            )
+    return 0
+
+
+def cmd_runs_show(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.jobs import database_url
+    from pipelines.store.db import connection
+    from pipelines.store.ledger import get_run, progress, reject_reasons
+
+    with connection(database_url(settings)) as conn:
+        run = get_run(conn, args.run_id)
+        p = progress(conn, args.run_id)
+        reasons = reject_reasons(conn, args.run_id)
+    info = {**run.__dict__, "created_at": run.created_at.isoformat(), "shards_done": p.shards_done,
+            "shards_total": p.shards_total, "reject_reasons": dict(reasons)}
+    print(json.dumps(info, indent=None if args.json else 2))
+    return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.demo import run_demo
+
+    run_demo(settings, engine=args.engine, data_dir=args.data_dir)
+    return 0
+
+
+# --- parser -------------------------------------------------------------------------------------
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="model name (see `predcache models list`)")
+    parser.add_argument("--engine", choices=("beam", "spark"), default="beam", help="execution engine")
+    parser.add_argument("--version", help="model version (default: the newest)")
+    parser.add_argument("--shard-rows", type=_positive, help="max rows per shard (default: PREDCACHE_SHARD_ROWS)")
+    parser.add_argument("--publish", action="store_true", help="publish the run(s) once verified")
+    parser.add_argument("--spark-master", help="Spark master URL (default: PREDCACHE_SPARK_MASTER or local[*])")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="predcache", description="Batch keyed predictions into a PostgreSQL cache.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Callable[[Settings, argparse.Namespace], int], help_text: str, where: Any = sub) -> Any:
+        p = where.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    demo = add("demo", cmd_demo, "end to end on the reference model: data, score a day, publish, look up")
+    demo.add_argument("--engine", choices=("beam", "spark"), default="beam")
+    demo.add_argument("--data-dir", type=Path, help="where the flights data goes (default: PREDCACHE_HOME/data)")
+
+    db = sub.add_parser("db", help="database commands").add_subparsers(dest="db_command", required=True, metavar="CMD")
+    add("migrate", cmd_db_migrate, "create or update the cache schema (idempotent)", db)
+
+    data = sub.add_parser("data", help="data sets").add_subparsers(dest="data_command", required=True, metavar="CMD")
+    flights = add("flights", cmd_data_flights, "write the real 2013 NYC flights (+ weather) as Parquet by day", data)
+    flights.add_argument("--out", type=Path, required=True, help="output folder")
+    flights.add_argument("--start", type=_date, help="first day (default 2013-01-01)")
+    flights.add_argument("--end", type=_date, help="last day (default 2013-12-31)")
+
+    models = sub.add_parser("models", help="model commands").add_subparsers(
+        dest="models_command", required=True, metavar="CMD"
+    )
+    build = add("build", cmd_models_build, "train, export and quantize a model from its recipe", models)
+    build.add_argument("name")
+    build.add_argument("--version", default="1")
+    add("list", cmd_models_list, "list model versions", models)
+    show = add("show", cmd_models_show, "print a model card", models)
+    show.add_argument("name")
+    show.add_argument("--version")
+
+    run = add("run", cmd_run, "score one input (Parquet file or folder) into the cache")
+    run.add_argument("--input", type=Path, required=True, help="Parquet file or folder")
+    _add_run_options(run)
+    run.add_argument("--rerun", action="store_true", help="score again even if this input was already done")
+    run.add_argument("--inject-fault", action="append", metavar="SHARD_ID", help=argparse.SUPPRESS)
+
+    backfill = add("backfill", cmd_backfill, "score a range of days, one run per day; resumable")
+    backfill.add_argument("--input-template", required=True, help="path with {date}, e.g. 'data/date={date}'")
+    backfill.add_argument("--start", type=_date, required=True)
+    backfill.add_argument("--end", type=_date, required=True)
+    _add_run_options(backfill)
+
+    pub = add("publish", cmd_publish, "make a version active and publish its verified runs")
+    pub.add_argument("--model", required=True)
+    pub.add_argument("--version", required=True)
+    rb = add("rollback", cmd_rollback, "undo the newest publish of a model")
+    rb.add_argument("--model", required=True)
+
+    lk = add("lookup", cmd_lookup, "current predictions for keys")
+    lk.add_argument("--model", required=True)
+    lk.add_argument("--json", action="store_true", help="one JSON object per key and line")
+    lk.add_argument("keys", nargs="+", metavar="KEY")
+
+    runs = sub.add_parser("runs", help="the run ledger").add_subparsers(dest="runs_command", required=True, metavar="CMD")
+    rl = add("list", cmd_runs_list, "newest runs first", runs)
+    rl.add_argument("--model")
+    rl.add_argument("--limit", type=_positive, default=20)
+    rl.add_argument("--json", action="store_true")
+    rs = add("show", cmd_runs_show, "one run with its shard progress and reject reasons", runs)
+    rs.add_argument("run_id", type=int)
+    rs.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        try:
+            settings = Settings()
+        except Exception as exc:  # pydantic's ValidationError: report the first problem
+            raise ConfigError(f"invalid PREDCACHE_* setting: {' '.join(str(exc).split())[:300]}") from exc
+        return int(args.handler(settings, args))
+    except PredcacheError as exc:
+        if args.debug:
+            raise
+        print(f"predcache: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("predcache: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Engine-agnostic core: keys, shards, validation, scoring, statistics. No engine imports here."""

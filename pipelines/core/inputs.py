@@ -1,0 +1,83 @@
+"""Input discovery and reading: a Parquet file or a folder of Parquet files (hive-style ok)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.core.card import Card
+from pipelines.core.keys import key_hash
+from pipelines.core.validate import check_schema
+from pipelines.errors import InputError
+
+PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
+
+
+def list_input_files(path: Path) -> list[Path]:
+    """Every Parquet file of the input, in a stable order.
+
+    Raises:
+        InputError: the path does not exist or holds no Parquet file.
+    """
+    if not path.exists():
+        raise InputError(f"input {path} does not exist; pass a Parquet file or a folder of them")
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in PARQUET_SUFFIXES)
+    files = [p for p in files if not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)]
+    if not files:
+        raise InputError(f"input folder {path} holds no Parquet files (*.parquet)")
+    return files
+
+
+def _open(path: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{path} is not a readable Parquet file ({reason}); replace or remove it") from exc
+
+
+def check_input(files: list[Path], card: Card) -> None:
+    """Open every file's footer and check its schema against the card (fail fast, one line)."""
+    for path in files:
+        check_schema(_open(path).schema_arrow, card, source=str(path))
+
+
+def fingerprint(files: list[Path], root: Path) -> str:
+    """Identity of the input's content as listed: relative names, sizes and modification times."""
+    digest = hashlib.sha256()
+    base = root if root.is_dir() else root.parent
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(base)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def read_table(path: Path, columns: list[str]) -> pa.Table:
+    """Read ``columns`` of one file (only those: the scorer needs key + model inputs)."""
+    try:
+        return _open(path).read(columns=columns)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path} could not be read ({str(exc).splitlines()[0]}); replace or remove it") from exc
+
+
+def iter_tables(path: Path, columns: list[str], *, batch_rows: int) -> Iterator[pa.Table]:
+    """Read one file in slices of at most ``batch_rows`` rows (row-group streaming)."""
+    handle = _open(path)
+    try:
+        for batch in handle.iter_batches(batch_size=batch_rows, columns=columns):
+            yield pa.Table.from_batches([batch])
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path} could not be read ({str(exc).splitlines()[0]}); replace or remove it") from exc
+
+
+def key_hashes(files: list[Path], key: str) -> np.ndarray:
+    """Hashes of every row's key over all files (the plan's one pass over the input)."""
+    parts = [key_hash(read_table(path, [key]).column(key)) for path in files]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)

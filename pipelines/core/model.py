@@ -1,0 +1,184 @@
+"""A model bundle: card + one onnxruntime session = one stateless scoring function.
+
+Sessions are cached per process (one per model file and thread budget), so every engine
+gets "one ONNX session per worker process" without engine-specific plumbing.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+
+from pipelines.core.card import DEFAULT_SIGNATURE, Card, load_card, verify_artifact
+from pipelines.errors import ModelCardError, UnknownModelError
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+_NUMPY_DTYPES: dict[str, type] = {"string": object, "int64": np.int64, "float32": np.float32}
+_ONNX_TENSOR_TYPES = {"string": "tensor(string)", "int64": "tensor(int64)", "float32": "tensor(float)"}
+_ARROW_TYPES: dict[str, pa.DataType] = {"string": pa.string(), "int64": pa.int64(), "float32": pa.float32()}
+
+_sessions: dict[tuple[str, int], ort.InferenceSession] = {}
+_sessions_lock = threading.Lock()
+
+
+def arrow_type(dtype: str) -> pa.DataType:
+    """The Arrow type a card dtype is coerced to before scoring."""
+    return _ARROW_TYPES[dtype]
+
+
+def model_versions(models_dir: Path, model: str) -> list[str]:
+    """Versions of ``model`` that have a card, oldest first (numeric versions sort numerically)."""
+    folder = models_dir / model
+    if not folder.is_dir():
+        return []
+    found = [p.name for p in folder.iterdir() if (p / "card.json").is_file()]
+    return sorted(found, key=lambda v: (0, int(v), v) if v.isdigit() else (1, 0, v))
+
+
+def list_models(models_dir: Path) -> list[str]:
+    if not models_dir.is_dir():
+        return []
+    return sorted(p.name for p in models_dir.iterdir() if p.is_dir() and model_versions(models_dir, p.name))
+
+
+def resolve_version_dir(models_dir: Path, model: str, version: str | None = None) -> Path:
+    """The folder of ``model``'s ``version`` (the newest when None).
+
+    Raises:
+        UnknownModelError: no such model or version.
+    """
+    versions = model_versions(models_dir, model)
+    if not versions:
+        raise UnknownModelError(model, available=list_models(models_dir))
+    if version is None:
+        version = versions[-1]
+    if version not in versions:
+        raise UnknownModelError(model, version=version, available=[f"{model}/{v}" for v in versions])
+    return models_dir / model / version
+
+
+def _session(path: Path, threads: int) -> ort.InferenceSession:
+    import onnxruntime as ort
+
+    key = (str(path), threads)
+    with _sessions_lock:
+        session = _sessions.get(key)
+        if session is None:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            try:
+                session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            except Exception as exc:  # onnxruntime raises its own untyped errors
+                raise ModelCardError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0]}") from exc
+            _sessions[key] = session
+        return session
+
+
+def check_card_matches_session(card: Card, session: ort.InferenceSession, file_name: str) -> None:
+    """Raise ModelCardError unless the card's inputs and outputs are exactly the graph's."""
+    graph_inputs = {i.name: i.type for i in session.get_inputs()}
+    card_inputs = {spec.name: _ONNX_TENSOR_TYPES[spec.dtype] for spec in card.inputs}
+    where = f"{card.name}/{card.version}"
+    for name in sorted(card_inputs.keys() - graph_inputs.keys()):
+        raise ModelCardError(f"{where}: card input '{name}' is not an input of {file_name}; fix the card")
+    for name in sorted(graph_inputs.keys() - card_inputs.keys()):
+        raise ModelCardError(f"{where}: {file_name} needs input '{name}' that the card does not list; fix the card")
+    for name, onnx_type in card_inputs.items():
+        if graph_inputs[name] != onnx_type:
+            raise ModelCardError(
+                f"{where}: card says input '{name}' is {onnx_type}, {file_name} takes {graph_inputs[name]}"
+            )
+    graph_outputs = {o.name for o in session.get_outputs()}
+    for spec in card.outputs:
+        if spec.name not in graph_outputs:
+            raise ModelCardError(f"{where}: card output '{spec.name}' is not an output of {file_name}")
+
+
+def to_feed(card: Card, table: pa.Table) -> dict[str, np.ndarray]:
+    """Arrow columns (already validated and coerced) -> onnxruntime feed of [N, 1] tensors."""
+    feed: dict[str, np.ndarray] = {}
+    for spec in card.inputs:
+        column = table.column(spec.name)
+        if spec.dtype == "string":
+            values = np.asarray(column.to_pylist(), dtype=object)
+        else:
+            values = column.to_numpy().astype(_NUMPY_DTYPES[spec.dtype], copy=False)
+        feed[spec.name] = values.reshape(-1, 1)
+    return feed
+
+
+@dataclass(frozen=True)
+class Model:
+    """A loaded model version: its card, folder and the ONNX file of one signature."""
+
+    card: Card
+    version_dir: Path
+    signature: str
+    file_name: str
+    threads: int
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def version(self) -> str:
+        return self.card.version
+
+    def session(self) -> ort.InferenceSession:
+        """This process's session for the model (created on first use, then reused)."""
+        return _session(self.version_dir / self.file_name, self.threads)
+
+    def predict(self, table: pa.Table, *, batch_rows: int) -> dict[str, np.ndarray]:
+        """Score validated rows in batches of ``batch_rows``; returns output name -> 1-D array."""
+        session = self.session()
+        names = [spec.name for spec in self.card.outputs]
+        chunks: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        for start in range(0, table.num_rows, batch_rows):
+            feed = to_feed(self.card, table.slice(start, batch_rows))
+            results = session.run(names, feed)
+            for name, result in zip(names, results, strict=True):
+                chunks[name].append(np.asarray(result).reshape(-1))
+        out: dict[str, np.ndarray] = {}
+        for spec in self.card.outputs:
+            dtype = _NUMPY_DTYPES[spec.dtype]
+            parts = chunks[spec.name]
+            out[spec.name] = np.concatenate(parts).astype(dtype, copy=False) if parts else np.empty(0, dtype)
+        return out
+
+
+def load_model(
+    models_dir: Path,
+    model: str,
+    version: str | None = None,
+    *,
+    signature: str = DEFAULT_SIGNATURE,
+    threads: int = 1,
+) -> Model:
+    """Resolve, verify (sha256, card vs graph) and open a model version.
+
+    Raises:
+        UnknownModelError: no such model or version.
+        ModelCardError: the card is invalid or disagrees with its ONNX file.
+    """
+    version_dir = resolve_version_dir(models_dir, model, version)
+    card = load_card(version_dir)
+    if card.name != model or card.version != version_dir.name:
+        raise ModelCardError(
+            f"{version_dir}/card.json names {card.name}/{card.version}; it must match its folder "
+            f"{model}/{version_dir.name}"
+        )
+    file_name = card.signature_file(signature)
+    verify_artifact(card, version_dir, file_name)
+    loaded = Model(card=card, version_dir=version_dir, signature=signature, file_name=file_name, threads=threads)
+    check_card_matches_session(card, loaded.session(), file_name)
+    return loaded

@@ -1,0 +1,57 @@
+"""Score one shard: validate, run the model in batches, and return rows to store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from pipelines.core.model import Model
+from pipelines.core.validate import MAX_KEY_LENGTH, validate
+
+PREDICTION_SCHEMA = pa.schema([("key", pa.string()), ("score", pa.float32()), ("label", pa.int64())])
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """What one shard produced: predictions (key, score, label) and rejects (key, reason, row)."""
+
+    shard_id: str
+    rows_in: int
+    predictions: pa.Table
+    rejects: pa.Table
+
+    @property
+    def rows_out(self) -> int:
+        return self.predictions.num_rows
+
+    @property
+    def rows_rejected(self) -> int:
+        return self.rejects.num_rows
+
+
+def score_table(
+    shard_id: str, table: pa.Table, model: Model, *, batch_rows: int, max_key_length: int = MAX_KEY_LENGTH
+) -> ShardResult:
+    """Validate ``table`` against the model's card and score the good rows.
+
+    Args:
+        shard_id: the shard these rows belong to (carried into the result).
+        table: every input row of the shard.
+        model: the loaded model (its session is this process's one session).
+        batch_rows: rows per onnxruntime call (scores do not depend on it: static int8).
+        max_key_length: longer keys are rejected.
+    """
+    checked = validate(table, model.card, max_key_length=max_key_length)
+    outputs = model.predict(checked.good, batch_rows=batch_rows)
+    n = checked.good.num_rows
+    label = outputs.get("label")
+    predictions = pa.table(
+        [
+            checked.good.column(model.card.key),
+            pa.array(outputs["score"], pa.float32()),
+            pa.array(label, pa.int64()) if label is not None else pa.nulls(n, pa.int64()),
+        ],
+        schema=PREDICTION_SCHEMA,
+    )
+    return ShardResult(shard_id=shard_id, rows_in=table.num_rows, predictions=predictions, rejects=checked.rejects)

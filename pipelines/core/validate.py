@@ -1,0 +1,142 @@
+"""Input checks: schema errors stop a run up front; bad rows become rejects with a reason.
+
+Schema level (the whole input is unusable, one clear error): the key column or a model
+input is missing, or a column's type cannot be coerced to the card's dtype without
+guessing (a string where a number is expected, a float where an integer is expected).
+
+Row level (the row is rejected, the run goes on): null or empty key, over-long key, a key
+that occurs more than once in the input (every occurrence is rejected: we cannot know which
+one is right), a null or NaN feature, a float that does not fit float32.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.core.card import Card
+from pipelines.core.model import arrow_type
+from pipelines.errors import InputError
+
+MAX_KEY_LENGTH = 256
+REJECT_SCHEMA = pa.schema([("key", pa.string()), ("reason", pa.string()), ("row", pa.string())])
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _coercible(source: pa.DataType, dtype: str) -> bool:
+    if pa.types.is_dictionary(source):
+        source = source.value_type
+    if dtype == "string":
+        return pa.types.is_string(source) or pa.types.is_large_string(source)
+    if dtype == "int64":
+        return pa.types.is_integer(source) and not (pa.types.is_uint64(source))
+    return pa.types.is_floating(source) or pa.types.is_integer(source) or pa.types.is_decimal(source)
+
+
+def check_schema(schema: pa.Schema, card: Card, *, source: str = "input") -> None:
+    """Raise InputError unless ``schema`` has the key and every input, with coercible types."""
+    names = set(schema.names)
+    if card.key not in names:
+        raise InputError(
+            f"{source} has no key column '{card.key}' (model {card.name} needs it); "
+            f"columns present: {', '.join(schema.names[:12])}"
+        )
+    key_type = schema.field(card.key).type
+    if not _coercible(key_type, "string"):
+        raise InputError(f"{source}: key column '{card.key}' has type {key_type}; it must be a string")
+    missing = [spec.name for spec in card.inputs if spec.name not in names]
+    if missing:
+        raise InputError(f"{source} lacks model input column(s) {', '.join(missing)} needed by {card.name}")
+    for spec in card.inputs:
+        actual = schema.field(spec.name).type
+        if not _coercible(actual, spec.dtype):
+            raise InputError(
+                f"{source}: column '{spec.name}' has type {actual}, model {card.name} expects {spec.dtype}; "
+                "fix the input's type (predcache converts only without loss of meaning)"
+            )
+
+
+@dataclass(frozen=True)
+class Validated:
+    """Rows ready to score (key + inputs in card dtypes) and rejected rows with reasons."""
+
+    good: pa.Table
+    rejects: pa.Table
+
+
+def _first_reason(current: pa.Array, mask: pa.Array, reason: str) -> pa.Array:
+    """Keep an existing reason, else set ``reason`` where ``mask`` is true."""
+    return pc.if_else(pc.and_(pc.is_null(current), pc.fill_null(mask, False)), reason, current)
+
+
+def _clean_json_value(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else str(value)
+    return value
+
+
+def _column(table: pa.Table, name: str) -> pa.Array:
+    column = table.column(name)
+    return column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+
+
+def _reject_rows(table: pa.Table, reasons: pa.Array, card: Card) -> pa.Table:
+    columns = [card.key, *[c for c in card.input_names if c != card.key]]
+    rows = table.select(columns).to_pylist()
+    encoded = [json.dumps({k: _clean_json_value(v) for k, v in row.items()}, default=str) for row in rows]
+    keys = _column(table, card.key).cast(pa.string())
+    return pa.table([keys, reasons.cast(pa.string()), pa.array(encoded, pa.string())], schema=REJECT_SCHEMA)
+
+
+def validate(table: pa.Table, card: Card, *, max_key_length: int = MAX_KEY_LENGTH) -> Validated:
+    """Split rows into good (coerced to the card's dtypes) and rejects (with a reason each).
+
+    Args:
+        table: input rows; must pass ``check_schema``.
+        card: the model card.
+        max_key_length: longer keys are rejected.
+
+    Returns:
+        Validated rows; ``good.num_rows + rejects.num_rows == table.num_rows``.
+    """
+    check_schema(table.schema, card)
+    n = table.num_rows
+    keys = _column(table, card.key).cast(pa.string())
+    reasons: pa.Array = pa.nulls(n, pa.string())
+    reasons = _first_reason(reasons, pc.is_null(keys), "key is null")
+    reasons = _first_reason(reasons, pc.equal(pc.utf8_length(keys), 0), "key is empty")
+    reasons = _first_reason(
+        reasons, pc.greater(pc.utf8_length(keys), max_key_length), f"key is longer than {max_key_length} characters"
+    )
+    if n:
+        counts = pa.table({"k": keys}).group_by("k").aggregate([("k", "count")])
+        dup_keys = counts.filter(pc.greater(counts["k_count"], 1))["k"]
+        if len(dup_keys):
+            reasons = _first_reason(reasons, pc.is_in(keys, dup_keys), "duplicate key: it occurs more than once")
+
+    coerced: dict[str, pa.Array] = {card.key: keys}
+    for spec in card.inputs:
+        if spec.name == card.key:
+            continue
+        column = _column(table, spec.name)
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(column.type.value_type)
+        target = arrow_type(spec.dtype)
+        reasons = _first_reason(reasons, pc.is_null(column), f"feature '{spec.name}' is null")
+        if pa.types.is_floating(column.type):
+            reasons = _first_reason(reasons, pc.is_nan(column), f"feature '{spec.name}' is NaN")
+            if spec.dtype == "float32":
+                too_big = pc.and_(pc.is_finite(column), pc.greater(pc.abs(column), _FLOAT32_MAX))
+                reasons = _first_reason(reasons, too_big, f"feature '{spec.name}' does not fit float32")
+                reasons = _first_reason(reasons, pc.is_inf(column), f"feature '{spec.name}' is infinite")
+        coerced[spec.name] = column.cast(target, safe=False) if spec.dtype == "float32" else column.cast(target)
+
+    bad = pc.is_valid(reasons)
+    out = pa.table(coerced)
+    rejects = _reject_rows(table.filter(bad), reasons.filter(bad), card) if pc.any(bad).as_py() else REJECT_SCHEMA.empty_table()
+    return Validated(good=out.filter(pc.invert(bad)), rejects=rejects)

@@ -1,0 +1,1 @@
+"""Thin engine adapters: read, call core, write. Engine modules import their engine lazily."""

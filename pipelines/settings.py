@@ -1,0 +1,57 @@
+"""Typed settings, read from the environment once at the edge (CLI, API, DAG) and passed inward."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The source checkout's models/ folder (editable installs and the Docker image).
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+#: Where the embedded PostgreSQL keeps its data when PREDCACHE_DATABASE_URL is unset.
+DEFAULT_HOME = Path.home() / ".predcache"
+DEFAULT_SHARD_ROWS = 50_000
+DEFAULT_BATCH_ROWS = 8_192
+DEFAULT_ORT_THREADS = 1
+DEFAULT_MAX_REJECT_FRACTION = 0.2
+
+
+class Settings(BaseSettings):
+    """Every knob predcache reads from the environment (prefix ``PREDCACHE_``).
+
+    Attributes:
+        database_url: PostgreSQL URL of the cache. Unset: an embedded server under ``home``.
+        home: Folder for local state (the embedded server's data directory lives in ``home/pg``).
+        models_dir: Folder with one sub-folder per model (``<name>/<version>/card.json``).
+        shard_rows: Upper bound of rows per shard when planning a run.
+        batch_rows: Rows per onnxruntime call inside a shard.
+        ort_threads: Intra-op threads of each onnxruntime session (one session per process).
+        workers: Parallel worker processes of the engine (Beam direct_num_workers).
+        max_reject_fraction: A run whose rejected share exceeds this fails its verify step.
+        spark_master: Spark master URL (``local[*]`` or ``spark://host:7077``).
+        api_keys: Comma-separated API keys for the lookup API; empty means no key required.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PREDCACHE_", extra="forbid")
+
+    database_url: str | None = None
+    home: Path = DEFAULT_HOME
+    models_dir: Path = DEFAULT_MODELS_DIR
+    shard_rows: int = Field(DEFAULT_SHARD_ROWS, ge=1)
+    batch_rows: int = Field(DEFAULT_BATCH_ROWS, ge=1)
+    ort_threads: int = Field(DEFAULT_ORT_THREADS, ge=1)
+    workers: int = Field(2, ge=1)
+    max_reject_fraction: float = Field(DEFAULT_MAX_REJECT_FRACTION, ge=0.0, le=1.0)
+    spark_master: str = "local[*]"
+    api_keys: str = ""
+
+    @field_validator("database_url")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @property
+    def embedded_pgdata(self) -> Path:
+        """Data directory of the embedded PostgreSQL server."""
+        return self.home / "pg"

@@ -1,0 +1,1 @@
+"""PostgreSQL cache: connection, schema, run ledger, exactly-once writer, publish/rollback, lookup."""

@@ -1,0 +1,248 @@
+"""The run ledger: model versions, runs, their shard plans, and what is done."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from pipelines.core.model import Model
+from pipelines.core.shards import Shard
+from pipelines.errors import RejectThresholdError, RunStateError
+
+UNFINISHED = ("planned", "scoring", "failed")
+FINISHED = ("verified", "published")
+
+
+def partition_name(version_id: int) -> str:
+    return f"predictions_v{version_id}"
+
+
+def register_version(conn: psycopg.Connection[Any], model: Model) -> int:
+    """Record the model version (idempotent) and make sure its predictions partition exists."""
+    card = model.card
+    row = conn.execute(
+        "INSERT INTO model_versions (model, version, signature, onnx_file, onnx_sha256, card) "
+        "VALUES (%s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (model, version) DO UPDATE SET model = EXCLUDED.model RETURNING version_id",
+        (
+            card.name,
+            card.version,
+            model.signature,
+            model.file_name,
+            card.artifacts[model.file_name].sha256,
+            json.dumps(card.model_dump(mode="json")),
+        ),
+    ).fetchone()
+    assert row is not None
+    version_id = int(row[0])
+    conn.execute(
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF predictions FOR VALUES IN ({})").format(
+            sql.Identifier(partition_name(version_id)), sql.Literal(version_id)
+        )
+    )
+    return version_id
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: int
+    version_id: int
+    model: str
+    version: str
+    engine: str
+    input_uri: str
+    status: str
+    rows_planned: int
+    rows_in: int | None
+    rows_out: int | None
+    rows_rejected: int | None
+    attempts: int
+    created_at: datetime
+    seconds: float | None
+    publish_id: int | None
+    error: str | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> RunRecord:
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+
+
+def get_run(conn: psycopg.Connection[Any], run_id: int) -> RunRecord:
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute("SELECT * FROM runs WHERE run_id = %s", (run_id,)).fetchone()
+    if row is None:
+        raise RunStateError(f"no run {run_id}; see `predcache runs list`")
+    return RunRecord.from_row(row)
+
+
+def list_runs(conn: psycopg.Connection[Any], *, model: str | None = None, limit: int = 20) -> list[RunRecord]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT * FROM runs WHERE %(model)s::text IS NULL OR model = %(model)s ORDER BY run_id DESC LIMIT %(limit)s",
+            {"model": model, "limit": limit},
+        ).fetchall()
+    return [RunRecord.from_row(row) for row in rows]
+
+
+def find_run(
+    conn: psycopg.Connection[Any], *, version_id: int, input_uri: str, fingerprint: str, statuses: tuple[str, ...]
+) -> RunRecord | None:
+    """The newest run of this version over this exact input whose status is in ``statuses``."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            "SELECT * FROM runs WHERE version_id = %s AND input_uri = %s AND input_fingerprint = %s "
+            "AND status = ANY(%s) ORDER BY run_id DESC LIMIT 1",
+            (version_id, input_uri, fingerprint, list(statuses)),
+        ).fetchone()
+    return RunRecord.from_row(row) if row else None
+
+
+def abandon_stale_runs(conn: psycopg.Connection[Any], *, version_id: int, input_uri: str, fingerprint: str) -> int:
+    """Unfinished runs over an older version of this input can never finish: mark them abandoned."""
+    cur = conn.execute(
+        "UPDATE runs SET status = 'abandoned', finished_at = now(), error = 'input changed before it finished' "
+        "WHERE version_id = %s AND input_uri = %s AND input_fingerprint <> %s AND status = ANY(%s)",
+        (version_id, input_uri, fingerprint, list(UNFINISHED)),
+    )
+    return cur.rowcount
+
+
+def create_run(
+    conn: psycopg.Connection[Any],
+    *,
+    version_id: int,
+    model: Model,
+    engine: str,
+    input_uri: str,
+    fingerprint: str,
+    shard_rows: int,
+    shards: list[Shard],
+) -> int:
+    """Insert a run and its whole shard plan (one transaction: the plan exists before any work)."""
+    row = conn.execute(
+        "INSERT INTO runs (version_id, model, version, engine, input_uri, input_fingerprint, shard_rows, "
+        "rows_planned) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING run_id",
+        (version_id, model.name, model.version, engine, input_uri, fingerprint, shard_rows, sum(s.rows for s in shards)),
+    ).fetchone()
+    assert row is not None
+    run_id = int(row[0])
+    with conn.cursor().copy(
+        "COPY run_shards (run_id, shard_id, hash_lo, hash_hi, rows_planned) FROM STDIN"
+    ) as copy:
+        for shard in shards:
+            copy.write_row((run_id, shard.shard_id, shard.lo, shard.hi, shard.rows))
+    return run_id
+
+
+def planned_shards(conn: psycopg.Connection[Any], run_id: int, *, pending_only: bool) -> list[Shard]:
+    """The run's shards (all, or those not done yet), ordered by hash range."""
+    rows = conn.execute(
+        "SELECT shard_id, hash_lo, hash_hi, rows_planned FROM run_shards WHERE run_id = %s "
+        "AND (NOT %s OR status = 'pending') ORDER BY hash_lo",
+        (run_id, pending_only),
+    ).fetchall()
+    shards = []
+    for shard_id, lo, hi, rows in rows:
+        depth_text, index_text = shard_id.split("-")
+        shards.append(Shard(lo=int(lo), hi=int(hi), depth=int(depth_text), index=int(index_text, 16), rows=int(rows)))
+    return shards
+
+
+def start_attempt(conn: psycopg.Connection[Any], run_id: int, engine: str) -> int:
+    """Mark the run as scoring and count the attempt; returns the attempt number."""
+    row = conn.execute(
+        "UPDATE runs SET status = 'scoring', engine = %s, attempts = attempts + 1, error = NULL, "
+        "started_at = coalesce(started_at, now()) WHERE run_id = %s RETURNING attempts",
+        (engine, run_id),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def mark_failed(conn: psycopg.Connection[Any], run_id: int, error: str) -> None:
+    conn.execute("UPDATE runs SET status = 'failed', error = %s WHERE run_id = %s", (error[:2000], run_id))
+
+
+@dataclass(frozen=True)
+class Progress:
+    shards_total: int
+    shards_done: int
+    rows_planned: int
+    rows_done: int
+
+
+def progress(conn: psycopg.Connection[Any], run_id: int) -> Progress:
+    row = conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE status = 'done'), coalesce(sum(rows_planned), 0), "
+        "coalesce(sum(rows_in) FILTER (WHERE status = 'done'), 0) FROM run_shards WHERE run_id = %s",
+        (run_id,),
+    ).fetchone()
+    assert row is not None
+    return Progress(*(int(v) for v in row))
+
+
+def verify_run(conn: psycopg.Connection[Any], run_id: int, *, max_reject_fraction: float) -> RunRecord:
+    """Check the run is whole, then mark it verified.
+
+    Every planned shard is done; the shards' counts add up to the plan; the rows actually
+    stored (predictions + rejects) equal those counts; no key is stored twice.
+
+    Raises:
+        RunStateError: a check failed (the run is marked failed with the reason).
+        RejectThresholdError: too large a share of rows was rejected.
+    """
+    pending, rows_planned, shard_in, shard_out, shard_rej = conn.execute(
+        "SELECT count(*) FILTER (WHERE status <> 'done'), coalesce(sum(rows_planned), 0), "
+        "coalesce(sum(rows_in), 0), coalesce(sum(rows_out), 0), coalesce(sum(rows_rejected), 0) "
+        "FROM run_shards WHERE run_id = %s",
+        (run_id,),
+    ).fetchone() or (0, 0, 0, 0, 0)
+    stored_out, distinct_out = conn.execute(
+        "SELECT count(*), count(DISTINCT key) FROM predictions WHERE run_id = %s", (run_id,)
+    ).fetchone() or (0, 0)
+    stored_rej = (conn.execute("SELECT count(*) FROM rejects WHERE run_id = %s", (run_id,)).fetchone() or (0,))[0]
+    problems = []
+    if pending:
+        problems.append(f"{pending} shard(s) not done")
+    if shard_in != rows_planned:
+        problems.append(f"shards read {shard_in} rows, the plan counted {rows_planned}")
+    if shard_out + shard_rej != shard_in:
+        problems.append(f"rows_out {shard_out} + rows_rejected {shard_rej} != rows_in {shard_in}")
+    if stored_out != shard_out or stored_rej != shard_rej:
+        problems.append(f"stored {stored_out} predictions / {stored_rej} rejects, ledger says {shard_out} / {shard_rej}")
+    if distinct_out != stored_out:
+        problems.append(f"{stored_out - distinct_out} duplicate key(s) stored")
+    if problems:
+        message = f"run {run_id} failed verification: " + "; ".join(problems)
+        mark_failed(conn, run_id, message)
+        raise RunStateError(message)
+    fraction = shard_rej / shard_in if shard_in else 0.0
+    if fraction > max_reject_fraction:
+        message = (
+            f"run {run_id} rejected {shard_rej} of {shard_in} rows ({fraction:.1%}), above the allowed "
+            f"{max_reject_fraction:.1%}; see `predcache runs show {run_id}` for reasons, or raise "
+            "PREDCACHE_MAX_REJECT_FRACTION"
+        )
+        mark_failed(conn, run_id, message)
+        raise RejectThresholdError(message)
+    conn.execute(
+        "UPDATE runs SET status = 'verified', rows_in = %s, rows_out = %s, rows_rejected = %s, "
+        "finished_at = now(), seconds = extract(epoch FROM now() - started_at) WHERE run_id = %s",
+        (shard_in, shard_out, shard_rej, run_id),
+    )
+    return get_run(conn, run_id)
+
+
+def reject_reasons(conn: psycopg.Connection[Any], run_id: int, *, limit: int = 10) -> list[tuple[str, int]]:
+    """The most common reject reasons of a run, with counts."""
+    rows = conn.execute(
+        "SELECT reason, count(*) FROM rejects WHERE run_id = %s GROUP BY reason ORDER BY 2 DESC, 1 LIMIT %s",
+        (run_id, limit),
+    ).fetchall()
+    return [(str(reason), int(count)) for reason, count in rows]

