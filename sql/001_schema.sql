@@ -4,9 +4,6 @@ CREATE TABLE IF NOT EXISTS model_versions (
     version_id    integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     model         text NOT NULL,
     version       text NOT NULL,
-    signature     text NOT NULL,
-    onnx_file     text NOT NULL,
-    onnx_sha256   text NOT NULL,
     card          jsonb NOT NULL,
     registered_at timestamptz NOT NULL DEFAULT now(),
     UNIQUE (model, version)
@@ -30,6 +27,7 @@ CREATE TABLE IF NOT EXISTS runs (
     model             text NOT NULL,
     version           text NOT NULL,
     engine            text NOT NULL,
+    signature         text NOT NULL,
     input_uri         text NOT NULL,
     input_fingerprint text NOT NULL,
     shard_rows        integer NOT NULL,

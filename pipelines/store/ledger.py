@@ -27,17 +27,9 @@ def register_version(conn: psycopg.Connection[Any], model: Model) -> int:
     """Record the model version (idempotent) and make sure its predictions partition exists."""
     card = model.card
     row = conn.execute(
-        "INSERT INTO model_versions (model, version, signature, onnx_file, onnx_sha256, card) "
-        "VALUES (%s, %s, %s, %s, %s, %s) "
+        "INSERT INTO model_versions (model, version, card) VALUES (%s, %s, %s) "
         "ON CONFLICT (model, version) DO UPDATE SET model = EXCLUDED.model RETURNING version_id",
-        (
-            card.name,
-            card.version,
-            model.signature,
-            model.file_name,
-            card.artifacts[model.file_name].sha256,
-            json.dumps(card.model_dump(mode="json")),
-        ),
+        (card.name, card.version, json.dumps(card.model_dump(mode="json"))),
     ).fetchone()
     assert row is not None
     version_id = int(row[0])
@@ -56,7 +48,10 @@ class RunRecord:
     model: str
     version: str
     engine: str
+    signature: str
     input_uri: str
+    input_fingerprint: str
+    shard_rows: int
     status: str
     rows_planned: int
     rows_in: int | None
@@ -126,9 +121,19 @@ def create_run(
 ) -> int:
     """Insert a run and its whole shard plan (one transaction: the plan exists before any work)."""
     row = conn.execute(
-        "INSERT INTO runs (version_id, model, version, engine, input_uri, input_fingerprint, shard_rows, "
-        "rows_planned) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING run_id",
-        (version_id, model.name, model.version, engine, input_uri, fingerprint, shard_rows, sum(s.rows for s in shards)),
+        "INSERT INTO runs (version_id, model, version, engine, signature, input_uri, input_fingerprint, shard_rows, "
+        "rows_planned) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING run_id",
+        (
+            version_id,
+            model.name,
+            model.version,
+            engine,
+            model.signature,
+            input_uri,
+            fingerprint,
+            shard_rows,
+            sum(s.rows for s in shards),
+        ),
     ).fetchone()
     assert row is not None
     run_id = int(row[0])
