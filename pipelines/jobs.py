@@ -154,7 +154,11 @@ def plan_run(settings: Settings, request: RunRequest) -> PlannedRun:
     """
     url = database_url(settings)
     model = load_model(
-        settings.models_dir, request.model, request.version, signature=request.signature, threads=settings.ort_threads
+        settings.models_dir,
+        request.model,
+        request.version,
+        signature=request.signature,
+        threads=settings.ort_threads,
     )
     files = list_input_files(request.input)
     check_input(files, model.card)
@@ -171,7 +175,11 @@ def plan_run(settings: Settings, request: RunRequest) -> PlannedRun:
         ledger.abandon_stale_runs(conn, version_id=version_id, input_uri=input_uri, fingerprint=digest)
         if not request.rerun:
             resumable = ledger.find_run(
-                conn, version_id=version_id, input_uri=input_uri, fingerprint=digest, statuses=ledger.UNFINISHED
+                conn,
+                version_id=version_id,
+                input_uri=input_uri,
+                fingerprint=digest,
+                statuses=ledger.UNFINISHED,
             )
             if resumable is not None:
                 return PlannedRun(resumable.run_id, resumed=True, finished=False)
@@ -249,7 +257,10 @@ def score_run(
             ledger.mark_failed(conn, run_id, str(exc))
             raise
         except Exception as exc:  # engines raise their own wrapped errors
-            message = f"run {run_id} failed in the {engine} engine: {_one_line(exc)}; rerun the same command to resume"
+            message = (
+                f"run {run_id} failed in the {engine} engine: {_one_line(exc)}; "
+                "rerun the same command to resume"
+            )
             ledger.mark_failed(conn, run_id, message)
             raise EngineError(message) from exc
     return len(pending)
@@ -353,7 +364,9 @@ def day_input(template: str, day: date) -> Path:
         ConfigError: the template has no ``{date}`` placeholder.
     """
     if "{date}" not in template:
-        raise ConfigError(f"--input-template '{template}' has no {{date}} placeholder (e.g. 'data/date={{date}}')")
+        raise ConfigError(
+            f"--input-template '{template}' has no {{date}} placeholder (e.g. 'data/date={{date}}')"
+        )
     return Path(template.replace("{date}", day.isoformat()))
 
 
@@ -379,7 +392,12 @@ def backfill_job(
     summaries = []
     for day, path in inputs:
         request = RunRequest(
-            model=model, input=path, engine=engine, version=version, shard_rows=shard_rows, publish=publish_runs
+            model=model,
+            input=path,
+            engine=engine,
+            version=version,
+            shard_rows=shard_rows,
+            publish=publish_runs,
         )
         summary = run_job(settings, request)
         summaries.append(summary)

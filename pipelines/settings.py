@@ -38,11 +38,11 @@ class Settings(BaseSettings):
     database_url: str | None = None
     home: Path = DEFAULT_HOME
     models_dir: Path = DEFAULT_MODELS_DIR
-    shard_rows: int = Field(DEFAULT_SHARD_ROWS, ge=1)
-    batch_rows: int = Field(DEFAULT_BATCH_ROWS, ge=1)
-    ort_threads: int = Field(DEFAULT_ORT_THREADS, ge=1)
-    workers: int = Field(2, ge=1)
-    max_reject_fraction: float = Field(DEFAULT_MAX_REJECT_FRACTION, ge=0.0, le=1.0)
+    shard_rows: int = Field(default=DEFAULT_SHARD_ROWS, ge=1)
+    batch_rows: int = Field(default=DEFAULT_BATCH_ROWS, ge=1)
+    ort_threads: int = Field(default=DEFAULT_ORT_THREADS, ge=1)
+    workers: int = Field(default=2, ge=1)
+    max_reject_fraction: float = Field(default=DEFAULT_MAX_REJECT_FRACTION, ge=0.0, le=1.0)
     spark_master: str = "local[*]"
     api_keys: str = ""
 

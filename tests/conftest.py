@@ -91,8 +91,10 @@ def subprocess_env(url: str, home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def build_toy_model(models_dir: Path, *, name: str = "toy", version: str = "1") -> Path:
-    """A tiny real ONNX model: score = sigmoid(0.5 * x + 0.25 * n), label = score > 0.5.
+def build_toy_model(
+    models_dir: Path, *, name: str = "toy", version: str = "1", weights: tuple[float, float] = (0.5, 0.25)
+) -> Path:
+    """A tiny real ONNX model: score = sigmoid(w0 * x + w1 * n), label = score > 0.5.
 
     Inputs: ``x`` float32 [N, 1], ``n`` int64 [N, 1]; key column ``id``.
     """
@@ -114,7 +116,7 @@ def build_toy_model(models_dir: Path, *, name: str = "toy", version: str = "1") 
         helper.make_node("Cast", ["gt"], ["label"], to=TensorProto.INT64),
     ]
     inits = [
-        numpy_helper.from_array(np.array([[0.5], [0.25]], np.float32), "w"),
+        numpy_helper.from_array(np.array([[weights[0]], [weights[1]]], np.float32), "w"),
         numpy_helper.from_array(np.array([-1], np.int64), "shape"),
         numpy_helper.from_array(np.array(0.5, np.float32), "half"),
     ]
@@ -144,7 +146,10 @@ def build_toy_model(models_dir: Path, *, name: str = "toy", version: str = "1") 
         "outputs": [{"name": "score", "dtype": "float32"}, {"name": "label", "dtype": "int64"}],
         "signatures": {"default": "model.onnx"},
         "artifacts": {
-            "model.onnx": {"sha256": sha256_file(folder / "model.onnx"), "bytes": (folder / "model.onnx").stat().st_size}
+            "model.onnx": {
+                "sha256": sha256_file(folder / "model.onnx"),
+                "bytes": (folder / "model.onnx").stat().st_size,
+            }
         },
     }
     (folder / "card.json").write_text(json.dumps(card, indent=2))
@@ -156,3 +161,9 @@ def toy_models_dir(tmp_path: Path) -> Path:
     models = tmp_path / "models"
     build_toy_model(models)
     return models
+
+
+@pytest.fixture(scope="session")
+def toy_model_builder():  # type: ignore[no-untyped-def]
+    """``build_toy_model`` for fixtures that need their own toy versions."""
+    return build_toy_model

@@ -64,7 +64,9 @@ def read_table(path: Path, columns: list[str]) -> pa.Table:
     try:
         return _open(path).read(columns=columns)
     except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"{path} could not be read ({str(exc).splitlines()[0]}); replace or remove it") from exc
+        raise InputError(
+            f"{path} could not be read ({str(exc).splitlines()[0]}); replace or remove it"
+        ) from exc
 
 
 def iter_tables(path: Path, columns: list[str], *, batch_rows: int) -> Iterator[pa.Table]:
@@ -74,7 +76,9 @@ def iter_tables(path: Path, columns: list[str], *, batch_rows: int) -> Iterator[
         for batch in handle.iter_batches(batch_size=batch_rows, columns=columns):
             yield pa.Table.from_batches([batch])
     except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"{path} could not be read ({str(exc).splitlines()[0]}); replace or remove it") from exc
+        raise InputError(
+            f"{path} could not be read ({str(exc).splitlines()[0]}); replace or remove it"
+        ) from exc
 
 
 def key_hashes(files: list[Path], key: str) -> np.ndarray:

@@ -101,10 +101,14 @@ def key_hash(keys: pa.Array | pa.ChunkedArray, *, seed: int = HASH_SEED) -> np.n
         return out.view(np.int64)
     offset_type = np.int64 if pa.types.is_large_string(keys.type) else np.int32
     _, offsets_buf, data_buf = keys.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=offset_type)[keys.offset : keys.offset + n + 1].astype(np.int64)
+    offsets = np.frombuffer(offsets_buf, dtype=offset_type)[keys.offset : keys.offset + n + 1].astype(
+        np.int64
+    )
     data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
     lengths = np.diff(offsets)
-    valid = np.ones(n, dtype=bool) if keys.null_count == 0 else pc.is_valid(keys).to_numpy(zero_copy_only=False)
+    valid = (
+        np.ones(n, dtype=bool) if keys.null_count == 0 else pc.is_valid(keys).to_numpy(zero_copy_only=False)
+    )
     for length in np.unique(lengths[valid]):
         rows = np.flatnonzero(valid & (lengths == length))
         if length:

@@ -91,7 +91,9 @@ def check_card_matches_session(card: Card, session: ort.InferenceSession, file_n
     for name in sorted(card_inputs.keys() - graph_inputs.keys()):
         raise ModelCardError(f"{where}: card input '{name}' is not an input of {file_name}; fix the card")
     for name in sorted(graph_inputs.keys() - card_inputs.keys()):
-        raise ModelCardError(f"{where}: {file_name} needs input '{name}' that the card does not list; fix the card")
+        raise ModelCardError(
+            f"{where}: {file_name} needs input '{name}' that the card does not list; fix the card"
+        )
     for name, onnx_type in card_inputs.items():
         if graph_inputs[name] != onnx_type:
             raise ModelCardError(
@@ -179,6 +181,8 @@ def load_model(
         )
     file_name = card.signature_file(signature)
     verify_artifact(card, version_dir, file_name)
-    loaded = Model(card=card, version_dir=version_dir, signature=signature, file_name=file_name, threads=threads)
+    loaded = Model(
+        card=card, version_dir=version_dir, signature=signature, file_name=file_name, threads=threads
+    )
     check_card_matches_session(card, loaded.session(), file_name)
     return loaded

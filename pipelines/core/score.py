@@ -54,4 +54,6 @@ def score_table(
         ],
         schema=PREDICTION_SCHEMA,
     )
-    return ShardResult(shard_id=shard_id, rows_in=table.num_rows, predictions=predictions, rejects=checked.rejects)
+    return ShardResult(
+        shard_id=shard_id, rows_in=table.num_rows, predictions=predictions, rejects=checked.rejects
+    )

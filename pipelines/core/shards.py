@@ -58,7 +58,9 @@ def plan_shards(hashes: np.ndarray, shard_rows: int) -> list[Shard]:
         depth, index = stack.pop()
         lo, hi = shard_bounds(depth, index)
         start = int(np.searchsorted(ordered, lo, side="left")) if lo > HASH_MIN else 0
-        stop = int(np.searchsorted(ordered, hi, side="left")) if hi <= np.iinfo(np.int64).max else len(ordered)
+        stop = (
+            int(np.searchsorted(ordered, hi, side="left")) if hi <= np.iinfo(np.int64).max else len(ordered)
+        )
         rows = stop - start
         if rows == 0:
             continue

@@ -111,13 +111,17 @@ def validate(table: pa.Table, card: Card, *, max_key_length: int = MAX_KEY_LENGT
     reasons = _first_reason(reasons, pc.is_null(keys), "key is null")
     reasons = _first_reason(reasons, pc.equal(pc.utf8_length(keys), 0), "key is empty")
     reasons = _first_reason(
-        reasons, pc.greater(pc.utf8_length(keys), max_key_length), f"key is longer than {max_key_length} characters"
+        reasons,
+        pc.greater(pc.utf8_length(keys), max_key_length),
+        f"key is longer than {max_key_length} characters",
     )
     if n:
         counts = pa.table({"k": keys}).group_by("k").aggregate([("k", "count")])
         dup_keys = counts.filter(pc.greater(counts["k_count"], 1))["k"]
         if len(dup_keys):
-            reasons = _first_reason(reasons, pc.is_in(keys, dup_keys), "duplicate key: it occurs more than once")
+            reasons = _first_reason(
+                reasons, pc.is_in(keys, dup_keys), "duplicate key: it occurs more than once"
+            )
 
     coerced: dict[str, pa.Array] = {card.key: keys}
     for spec in card.inputs:
@@ -134,9 +138,15 @@ def validate(table: pa.Table, card: Card, *, max_key_length: int = MAX_KEY_LENGT
                 too_big = pc.and_(pc.is_finite(column), pc.greater(pc.abs(column), _FLOAT32_MAX))
                 reasons = _first_reason(reasons, too_big, f"feature '{spec.name}' does not fit float32")
                 reasons = _first_reason(reasons, pc.is_inf(column), f"feature '{spec.name}' is infinite")
-        coerced[spec.name] = column.cast(target, safe=False) if spec.dtype == "float32" else column.cast(target)
+        coerced[spec.name] = (
+            column.cast(target, safe=False) if spec.dtype == "float32" else column.cast(target)
+        )
 
     bad = pc.is_valid(reasons)
     out = pa.table(coerced)
-    rejects = _reject_rows(table.filter(bad), reasons.filter(bad), card) if pc.any(bad).as_py() else REJECT_SCHEMA.empty_table()
+    rejects = (
+        _reject_rows(table.filter(bad), reasons.filter(bad), card)
+        if pc.any(bad).as_py()
+        else REJECT_SCHEMA.empty_table()
+    )
     return Validated(good=out.filter(pc.invert(bad)), rejects=rejects)

@@ -108,5 +108,9 @@ class ShardWorker:
             attempt=self.spec.attempt,
             seconds=time.perf_counter() - started,
         )
-        return {"shard_id": shard_id, "stored": stored, "rows_in": result.rows_in, "rows_out": result.rows_out}
-
+        return {
+            "shard_id": shard_id,
+            "stored": stored,
+            "rows_in": result.rows_in,
+            "rows_out": result.rows_out,
+        }

@@ -79,14 +79,20 @@ def get_run(conn: psycopg.Connection[Any], run_id: int) -> RunRecord:
 def list_runs(conn: psycopg.Connection[Any], *, model: str | None = None, limit: int = 20) -> list[RunRecord]:
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
-            "SELECT * FROM runs WHERE %(model)s::text IS NULL OR model = %(model)s ORDER BY run_id DESC LIMIT %(limit)s",
+            "SELECT * FROM runs WHERE %(model)s::text IS NULL OR model = %(model)s "
+            "ORDER BY run_id DESC LIMIT %(limit)s",
             {"model": model, "limit": limit},
         ).fetchall()
     return [RunRecord.from_row(row) for row in rows]
 
 
 def find_run(
-    conn: psycopg.Connection[Any], *, version_id: int, input_uri: str, fingerprint: str, statuses: tuple[str, ...]
+    conn: psycopg.Connection[Any],
+    *,
+    version_id: int,
+    input_uri: str,
+    fingerprint: str,
+    statuses: tuple[str, ...],
 ) -> RunRecord | None:
     """The newest run of this version over this exact input whose status is in ``statuses``."""
     with conn.cursor(row_factory=dict_row) as cur:
@@ -98,10 +104,13 @@ def find_run(
     return RunRecord.from_row(row) if row else None
 
 
-def abandon_stale_runs(conn: psycopg.Connection[Any], *, version_id: int, input_uri: str, fingerprint: str) -> int:
+def abandon_stale_runs(
+    conn: psycopg.Connection[Any], *, version_id: int, input_uri: str, fingerprint: str
+) -> int:
     """Unfinished runs over an older version of this input can never finish: mark them abandoned."""
     cur = conn.execute(
-        "UPDATE runs SET status = 'abandoned', finished_at = now(), error = 'input changed before it finished' "
+        "UPDATE runs SET status = 'abandoned', finished_at = now(), "
+        "error = 'input changed before it finished' "
         "WHERE version_id = %s AND input_uri = %s AND input_fingerprint <> %s AND status = ANY(%s)",
         (version_id, input_uri, fingerprint, list(UNFINISHED)),
     )
@@ -121,7 +130,8 @@ def create_run(
 ) -> int:
     """Insert a run and its whole shard plan (one transaction: the plan exists before any work)."""
     row = conn.execute(
-        "INSERT INTO runs (version_id, model, version, engine, signature, input_uri, input_fingerprint, shard_rows, "
+        "INSERT INTO runs (version_id, model, version, engine, signature, input_uri, input_fingerprint, "
+        "shard_rows, "
         "rows_planned) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING run_id",
         (
             version_id,
@@ -147,15 +157,17 @@ def create_run(
 
 def planned_shards(conn: psycopg.Connection[Any], run_id: int, *, pending_only: bool) -> list[Shard]:
     """The run's shards (all, or those not done yet), ordered by hash range."""
-    rows = conn.execute(
+    records = conn.execute(
         "SELECT shard_id, hash_lo, hash_hi, rows_planned FROM run_shards WHERE run_id = %s "
         "AND (NOT %s OR status = 'pending') ORDER BY hash_lo",
         (run_id, pending_only),
     ).fetchall()
     shards = []
-    for shard_id, lo, hi, rows in rows:
+    for shard_id, lo, hi, rows in records:
         depth_text, index_text = shard_id.split("-")
-        shards.append(Shard(lo=int(lo), hi=int(hi), depth=int(depth_text), index=int(index_text, 16), rows=int(rows)))
+        shards.append(
+            Shard(lo=int(lo), hi=int(hi), depth=int(depth_text), index=int(index_text, 16), rows=int(rows))
+        )
     return shards
 
 
@@ -211,7 +223,9 @@ def verify_run(conn: psycopg.Connection[Any], run_id: int, *, max_reject_fractio
     stored_out, distinct_out = conn.execute(
         "SELECT count(*), count(DISTINCT key) FROM predictions WHERE run_id = %s", (run_id,)
     ).fetchone() or (0, 0)
-    stored_rej = (conn.execute("SELECT count(*) FROM rejects WHERE run_id = %s", (run_id,)).fetchone() or (0,))[0]
+    stored_rej = (
+        conn.execute("SELECT count(*) FROM rejects WHERE run_id = %s", (run_id,)).fetchone() or (0,)
+    )[0]
     problems = []
     if pending:
         problems.append(f"{pending} shard(s) not done")
@@ -220,7 +234,9 @@ def verify_run(conn: psycopg.Connection[Any], run_id: int, *, max_reject_fractio
     if shard_out + shard_rej != shard_in:
         problems.append(f"rows_out {shard_out} + rows_rejected {shard_rej} != rows_in {shard_in}")
     if stored_out != shard_out or stored_rej != shard_rej:
-        problems.append(f"stored {stored_out} predictions / {stored_rej} rejects, ledger says {shard_out} / {shard_rej}")
+        problems.append(
+            f"stored {stored_out} predictions / {stored_rej} rejects, ledger says {shard_out} / {shard_rej}"
+        )
     if distinct_out != stored_out:
         problems.append(f"{stored_out - distinct_out} duplicate key(s) stored")
     if problems:

@@ -44,17 +44,21 @@ def publish(
             "SELECT version_id FROM model_versions WHERE model = %s AND version = %s", (model, version)
         ).fetchone()
         if row is None:
-            raise RunStateError(f"model {model} has no version {version} in the cache; run it first (`predcache run`)")
+            raise RunStateError(
+                f"model {model} has no version {version} in the cache; run it first (`predcache run`)"
+            )
         version_id = int(row[0])
         if run_ids is None:
             rows = conn.execute(
-                "SELECT run_id FROM runs WHERE version_id = %s AND status = 'verified' ORDER BY run_id", (version_id,)
+                "SELECT run_id FROM runs WHERE version_id = %s AND status = 'verified' ORDER BY run_id",
+                (version_id,),
             ).fetchall()
             run_ids = [int(r[0]) for r in rows]
         else:
             states = dict(
                 conn.execute(
-                    "SELECT run_id, status FROM runs WHERE run_id = ANY(%s) AND version_id = %s", (run_ids, version_id)
+                    "SELECT run_id, status FROM runs WHERE run_id = ANY(%s) AND version_id = %s",
+                    (run_ids, version_id),
                 ).fetchall()
             )
             for run_id in run_ids:
@@ -67,17 +71,21 @@ def publish(
             "SELECT 1 FROM runs WHERE version_id = %s AND publish_id IS NOT NULL LIMIT 1", (version_id,)
         ).fetchone()
         if not run_ids and not has_published:
-            raise RunStateError(f"{model}/{version} has no verified run to publish; run it first (`predcache run`)")
+            raise RunStateError(
+                f"{model}/{version} has no verified run to publish; run it first (`predcache run`)"
+            )
         current = conn.execute("SELECT version FROM active_versions WHERE model = %s", (model,)).fetchone()
         prev_version = str(current[0]) if current else None
         prow = conn.execute(
-            "INSERT INTO publishes (model, prev_version, version, run_ids) VALUES (%s, %s, %s, %s) RETURNING publish_id",
+            "INSERT INTO publishes (model, prev_version, version, run_ids) VALUES (%s, %s, %s, %s) "
+            "RETURNING publish_id",
             (model, prev_version, version, run_ids),
         ).fetchone()
         assert prow is not None
         publish_id = int(prow[0])
         conn.execute(
-            "UPDATE runs SET publish_id = %s, status = 'published' WHERE run_id = ANY(%s)", (publish_id, run_ids)
+            "UPDATE runs SET publish_id = %s, status = 'published' WHERE run_id = ANY(%s)",
+            (publish_id, run_ids),
         )
         conn.execute(
             "INSERT INTO active_versions (model, version, version_id, publish_id) VALUES (%s, %s, %s, %s) "
@@ -103,7 +111,12 @@ def rollback(conn: psycopg.Connection[Any], *, model: str) -> PublishResult:
         ).fetchone()
         if row is None:
             raise RunStateError(f"model {model} has no publish to roll back")
-        publish_id, prev_version, version, run_ids = int(row[0]), row[1], str(row[2]), [int(r) for r in row[3]]
+        publish_id, prev_version, version, run_ids = (
+            int(row[0]),
+            row[1],
+            str(row[2]),
+            [int(r) for r in row[3]],
+        )
         conn.execute("UPDATE publishes SET rolled_back_at = now() WHERE publish_id = %s", (publish_id,))
         conn.execute(
             "UPDATE runs SET publish_id = NULL, status = 'verified' WHERE publish_id = %s", (publish_id,)
@@ -119,9 +132,12 @@ def rollback(conn: psycopg.Connection[Any], *, model: str) -> PublishResult:
                 (model,),
             ).fetchone()
             if back is None:
-                raise RunStateError(f"model {model}: the publish before {publish_id} is missing; cannot roll back")
+                raise RunStateError(
+                    f"model {model}: the publish before {publish_id} is missing; cannot roll back"
+                )
             conn.execute(
-                "UPDATE active_versions SET version = %s, version_id = %s, publish_id = %s, updated_at = now() "
+                "UPDATE active_versions SET version = %s, version_id = %s, publish_id = %s, "
+                "updated_at = now() "
                 "WHERE model = %s",
                 (prev_version, int(back[1]), int(back[0]), model),
             )

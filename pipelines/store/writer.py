@@ -61,21 +61,31 @@ def write_shard(
                 "UPDATE run_shards SET status = 'done', rows_in = %s, rows_out = %s, rows_rejected = %s, "
                 "attempt = %s, seconds = %s, done_at = now() "
                 "WHERE run_id = %s AND shard_id = %s AND status = 'pending'",
-                (result.rows_in, result.rows_out, result.rows_rejected, attempt, seconds, run_id, result.shard_id),
+                (
+                    result.rows_in,
+                    result.rows_out,
+                    result.rows_rejected,
+                    attempt,
+                    seconds,
+                    run_id,
+                    result.shard_id,
+                ),
             )
             if marked.rowcount == 0:
                 return False
             n = result.predictions.num_rows
-            predictions = result.predictions.add_column(0, "run_id", pa.array([run_id] * n, pa.int64())).add_column(
-                0, "version_id", pa.array([version_id] * n, pa.int32())
-            )
+            predictions = result.predictions.add_column(
+                0, "run_id", pa.array([run_id] * n, pa.int64())
+            ).add_column(0, "version_id", pa.array([version_id] * n, pa.int32()))
             _copy(conn, sql.Identifier(partition_name(version_id)), predictions.column_names, predictions)
             m = result.rejects.num_rows
-            rejects = result.rejects.add_column(0, "shard_id", pa.array([result.shard_id] * m, pa.string())).add_column(
-                0, "run_id", pa.array([run_id] * m, pa.int64())
-            )
+            rejects = result.rejects.add_column(
+                0, "shard_id", pa.array([result.shard_id] * m, pa.string())
+            ).add_column(0, "run_id", pa.array([run_id] * m, pa.int64()))
             _copy(conn, sql.Identifier("rejects"), rejects.column_names, rejects)
     except psycopg.Error as exc:
         detail = " ".join(str(exc).split())[:300]
-        raise StoreError(f"writing shard {result.shard_id} of run {run_id} failed ({detail}); rerun to resume") from exc
+        raise StoreError(
+            f"writing shard {result.shard_id} of run {run_id} failed ({detail}); rerun to resume"
+        ) from exc
     return True

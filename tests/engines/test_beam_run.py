@@ -1,0 +1,121 @@
+"""Acceptance of the Beam engine on the real reference model and the real July flights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pytest
+
+from pipelines.core.model import load_model, to_feed
+from pipelines.core.validate import validate
+from pipelines.errors import EngineError
+from pipelines.jobs import RunRequest, plan_run, run_job
+from pipelines.settings import DEFAULT_MODELS_DIR
+from pipelines.store import ledger
+from pipelines.store.db import connection
+
+pytestmark = pytest.mark.slow
+MODEL = "flights_delay"
+
+
+def _input_table(folder: Path) -> pa.Table:
+    return ds.dataset(folder, format="parquet", partitioning="hive").to_table()
+
+
+def _scores(url: str, run_id: int) -> dict[str, np.float32]:
+    with connection(url) as conn:
+        rows = conn.execute(
+            "SELECT key, score::float8 FROM predictions WHERE run_id = %s", (run_id,)
+        ).fetchall()
+    return {key: np.float32(score) for key, score in rows}
+
+
+def _direct_onnxruntime_scores(table: pa.Table) -> dict[str, np.float32]:
+    """The reference: onnxruntime on the int8 file, all valid rows in one call, no predcache scoring code."""
+    model = load_model(DEFAULT_MODELS_DIR, MODEL)
+    good = validate(table, model.card).good
+    session = ort.InferenceSession(
+        str(model.version_dir / "model.int8.onnx"), providers=["CPUExecutionProvider"]
+    )
+    (score,) = session.run(["score"], to_feed(model.card, good))
+    return dict(zip(good[model.card.key].to_pylist(), np.asarray(score).reshape(-1), strict=True))
+
+
+def test_every_input_row_is_stored_once_as_prediction_or_reject(
+    database_url, settings_for, flights_dir
+) -> None:  # type: ignore[no-untyped-def]
+    day = flights_dir / "date=2013-07-01"
+    summary = run_job(settings_for(database_url), RunRequest(model=MODEL, input=day, shard_rows=200))
+    keys = _input_table(day)["flight_id"].to_pylist()
+    with connection(database_url) as conn:
+        predicted = [
+            r[0] for r in conn.execute("SELECT key FROM predictions WHERE run_id = %s", (summary.run_id,))
+        ]
+        rejected = [
+            r[0] for r in conn.execute("SELECT key FROM rejects WHERE run_id = %s", (summary.run_id,))
+        ]
+    assert summary.rows_in == len(keys) == summary.rows_out + summary.rows_rejected
+    assert sorted(predicted + rejected) == sorted(keys)
+    assert summary.shards_total > 1 and summary.rows_rejected > 0
+
+
+def test_cached_scores_equal_direct_int8_onnxruntime_bit_for_bit_for_any_shard_and_batch_size(
+    database_url, settings_for, flights_dir
+) -> None:  # type: ignore[no-untyped-def]
+    day = flights_dir / "date=2013-07-02"
+    small = run_job(
+        settings_for(database_url, batch_rows=7), RunRequest(model=MODEL, input=day, shard_rows=150)
+    )
+    large = run_job(
+        settings_for(database_url, batch_rows=4096),
+        RunRequest(model=MODEL, input=day, shard_rows=5000, rerun=True),
+    )
+    assert small.run_id != large.run_id and small.shards_total > large.shards_total
+    expected = _direct_onnxruntime_scores(_input_table(day))
+    assert _scores(database_url, small.run_id) == expected
+    assert _scores(database_url, large.run_id) == expected
+
+
+def test_a_run_failing_midway_resumes_only_pending_shards_with_no_duplicate_or_gap(
+    database_url, settings_for, flights_dir
+) -> None:  # type: ignore[no-untyped-def]
+    settings = settings_for(database_url)
+    day = flights_dir / "date=2013-07-03"
+    request = RunRequest(model=MODEL, input=day, shard_rows=100)
+    run_id = plan_run(settings, request).run_id
+    with connection(database_url) as conn:
+        shard_ids = [s.shard_id for s in ledger.planned_shards(conn, run_id, pending_only=False)]
+    with pytest.raises(EngineError, match="injected fault"):
+        run_job(
+            settings,
+            RunRequest(model=MODEL, input=day, shard_rows=100, fail_shards=frozenset(shard_ids[-2:])),
+        )
+    with connection(database_url) as conn:
+        done_before = {s for s in shard_ids} - {
+            s.shard_id for s in ledger.planned_shards(conn, run_id, pending_only=True)
+        }
+        assert ledger.get_run(conn, run_id).status == "failed"
+    resumed = run_job(settings, request)
+    assert resumed.run_id == run_id and resumed.resumed
+    assert resumed.shards_scored == len(shard_ids) - len(done_before) >= 2
+    with connection(database_url) as conn:
+        attempts = dict(
+            conn.execute("SELECT shard_id, attempt FROM run_shards WHERE run_id = %s", (run_id,)).fetchall()
+        )
+        total, distinct = conn.execute(
+            "SELECT count(*), count(DISTINCT key) FROM predictions WHERE run_id = %s", (run_id,)
+        ).fetchone()
+    assert all(attempts[s] == 1 for s in done_before) and all(attempts[s] == 2 for s in shard_ids[-2:])
+    assert total == distinct == resumed.rows_out
+    assert resumed.rows_out + resumed.rows_rejected == _input_table(day).num_rows
+
+
+def test_a_finished_input_is_not_scored_twice(database_url, settings_for, flights_dir) -> None:  # type: ignore[no-untyped-def]
+    settings = settings_for(database_url)
+    request = RunRequest(model=MODEL, input=flights_dir / "date=2013-07-01", shard_rows=200)
+    again = run_job(settings, request)
+    assert again.skipped and again.shards_scored == 0

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from pipelines.core.model import load_model
+from pipelines.core.score import score_table
+from pipelines.core.shards import plan_shards
+from pipelines.store import ledger
+from pipelines.store.db import connection, migrate
+from pipelines.store.writer import write_shard
+
+
+def _input(n: int) -> pa.Table:
+    return pa.table(
+        {"id": [f"k{i}" for i in range(n)], "x": [float(i) for i in range(n)], "n": list(range(n))}
+    )
+
+
+@pytest.fixture()
+def planned(migrated_url: str, toy_models_dir: Path):  # type: ignore[no-untyped-def]
+    model = load_model(toy_models_dir, "toy")
+    table = _input(100)
+    from pipelines.core.keys import key_hash
+
+    shards = plan_shards(key_hash(table["id"]), 1_000)
+    with connection(migrated_url, autocommit=True) as conn, conn.transaction():
+        version_id = ledger.register_version(conn, model)
+        run_id = ledger.create_run(
+            conn,
+            version_id=version_id,
+            model=model,
+            engine="test",
+            input_uri=str(toy_models_dir),
+            fingerprint="f",
+            shard_rows=1_000,
+            shards=shards,
+        )
+    result = score_table(shards[0].shard_id, table, model, batch_rows=7)
+    return migrated_url, run_id, version_id, result
+
+
+def _stored(url: str, run_id: int) -> tuple[int, int]:
+    with connection(url) as conn:
+        row = conn.execute(
+            "SELECT count(*), count(DISTINCT key) FROM predictions WHERE run_id = %s", (run_id,)
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def test_migrate_twice_applies_nothing_the_second_time(database_url: str) -> None:
+    migrate(database_url)
+    assert migrate(database_url) == []
+
+
+def test_a_shard_written_twice_is_stored_once(planned) -> None:  # type: ignore[no-untyped-def]
+    url, run_id, version_id, result = planned
+    with connection(url, autocommit=True) as conn:
+        first = write_shard(conn, run_id=run_id, version_id=version_id, result=result, attempt=1, seconds=0.1)
+        second = write_shard(
+            conn, run_id=run_id, version_id=version_id, result=result, attempt=2, seconds=0.1
+        )
+    assert (first, second) == (True, False)
+    assert _stored(url, run_id) == (100, 100)
+
+
+def test_concurrent_writers_of_one_shard_store_it_exactly_once(planned) -> None:  # type: ignore[no-untyped-def]
+    url, run_id, version_id, result = planned
+    outcomes: list[bool] = []
+
+    def write() -> None:
+        with connection(url, autocommit=True) as conn:
+            outcomes.append(
+                write_shard(conn, run_id=run_id, version_id=version_id, result=result, attempt=1, seconds=0)
+            )
+
+    threads = [threading.Thread(target=write) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == [False, False, False, True]
+    assert _stored(url, run_id) == (100, 100)
+
+
+def test_a_failed_write_leaves_neither_rows_nor_done_marker(planned) -> None:  # type: ignore[no-untyped-def]
+    url, run_id, version_id, result = planned
+    with connection(url, autocommit=True) as conn:
+        with pytest.raises(Exception, match="writing shard"):
+            write_shard(conn, run_id=run_id, version_id=999_999, result=result, attempt=1, seconds=0)
+        pending = ledger.planned_shards(conn, run_id, pending_only=True)
+    assert [s.shard_id for s in pending] == [result.shard_id]
+    assert _stored(url, run_id) == (0, 0)
+
+
+def test_stored_scores_are_the_model_scores_bit_for_bit(planned) -> None:  # type: ignore[no-untyped-def]
+    url, run_id, version_id, result = planned
+    with connection(url, autocommit=True) as conn:
+        write_shard(conn, run_id=run_id, version_id=version_id, result=result, attempt=1, seconds=0)
+        rows = dict(
+            conn.execute("SELECT key, score::float8 FROM predictions WHERE run_id = %s", (run_id,)).fetchall()
+        )
+    expected = dict(
+        zip(result.predictions["key"].to_pylist(), result.predictions["score"].to_pylist(), strict=True)
+    )
+    assert rows == expected
