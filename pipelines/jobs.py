@@ -19,6 +19,7 @@ from pipelines.core.card import DEFAULT_SIGNATURE
 from pipelines.core.inputs import check_input, fingerprint, key_hashes, list_input_files
 from pipelines.core.model import load_model
 from pipelines.core.shards import plan_shards
+from pipelines.engines.output import engine_output_to
 from pipelines.engines.spec import JobSpec
 from pipelines.errors import ConfigError, EngineError, InputError, PredcacheError, RunStateError
 from pipelines.settings import Settings
@@ -250,8 +251,9 @@ def score_run(
             engine_options={"spark_master": settings.spark_master, **(engine_options or {})},
             fail_shards=fail_shards,
         )
+        log_path = settings.home / "logs" / f"run-{run_id}.log"
         try:
-            with _progress_thread(url, run_id, on_progress):
+            with _progress_thread(url, run_id, on_progress), engine_output_to(log_path):
                 execute(spec)
         except PredcacheError as exc:
             ledger.mark_failed(conn, run_id, str(exc))
@@ -259,7 +261,7 @@ def score_run(
         except Exception as exc:  # engines raise their own wrapped errors
             message = (
                 f"run {run_id} failed in the {engine} engine: {_one_line(exc)}; "
-                "rerun the same command to resume"
+                f"rerun the same command to resume (engine log: {log_path})"
             )
             ledger.mark_failed(conn, run_id, message)
             raise EngineError(message) from exc
@@ -293,7 +295,8 @@ def run_job(settings: Settings, request: RunRequest, *, on_progress: ProgressFn 
         PredcacheError: any failure, as one line (the run is marked failed and can be resumed).
     """
     started = time.perf_counter()
-    _engine_execute(request.engine)  # an unknown engine fails before any work
+    if request.engine not in ENGINES:  # fail before any work
+        raise ConfigError(f"unknown engine '{request.engine}'; choose one of: {', '.join(ENGINES)}")
     planned = plan_run(settings, request)
     scored = 0
     if not planned.finished:

@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 #: Where the embedded PostgreSQL keeps its data when PREDCACHE_DATABASE_URL is unset.
 DEFAULT_HOME = Path.home() / ".predcache"
-DEFAULT_SHARD_ROWS = 50_000
+DEFAULT_SHARD_ROWS = 20_000
 DEFAULT_BATCH_ROWS = 8_192
 DEFAULT_ORT_THREADS = 1
 DEFAULT_MAX_REJECT_FRACTION = 0.2

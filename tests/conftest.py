@@ -6,6 +6,8 @@ Each test module gets its own fresh database on the server, dropped afterwards.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,15 +22,32 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL of the server under test: PREDCACHE_DATABASE_URL when set, else an embedded one."""
+def pg_server_url() -> Iterator[str]:
+    """URL of the server under test: PREDCACHE_DATABASE_URL when set, else an embedded one.
+
+    The embedded server's data lives outside pytest's basetemp, which pytest prunes at the
+    start of other sessions (a concurrent session would delete a running server's files).
+    """
     configured = os.environ.get("PREDCACHE_DATABASE_URL")
     if configured:
         yield configured
         return
     from pipelines.store.db import embedded_url
 
-    yield embedded_url(tmp_path_factory.mktemp("pg") / "data")
+    root = Path(tempfile.mkdtemp(prefix="predcache-test-pg-"))
+    try:
+        yield embedded_url(root / "data")
+    finally:
+        _stop_embedded(root / "data")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _stop_embedded(pgdata: Path) -> None:
+    from pipelines.store import db
+
+    server = db._embedded.pop(pgdata.resolve(), None)
+    if server is not None:
+        server.cleanup()
 
 
 def _admin(url: str) -> psycopg.Connection:
