@@ -7,10 +7,11 @@ from pathlib import Path
 from pipelines.jobs import RunRequest, database_url, run_job
 from pipelines.settings import Settings
 from pipelines.store.db import connection
+from pipelines.store.ledger import reject_reasons
 from pipelines.store.lookup import lookup
 
 DEMO_MODEL = "flights_delay"
-DEMO_DAY = "2013-07-01"
+DEMO_DAY = "2013-07-02"
 DEMO_KEYS = 5
 
 
@@ -36,8 +37,7 @@ def run_demo(settings: Settings, *, engine: str = "beam", data_dir: Path | None 
     verb = "was already scored" if summary.skipped else f"scored in {summary.seconds:.1f} s on {engine}"
     print(
         f"3. run {summary.run_id}: {DEMO_DAY} {verb}: {summary.rows_in} rows in, "
-        f"{summary.rows_out} predictions, "
-        f"{summary.rows_rejected} rejected (missing weather), published {DEMO_MODEL}/{summary.version}"
+        f"{summary.rows_out} predictions, {summary.rows_rejected} rejected, published {DEMO_MODEL}/{summary.version}"
     )
     with connection(url) as conn:
         keys = [
@@ -48,6 +48,9 @@ def run_demo(settings: Settings, *, engine: str = "beam", data_dir: Path | None 
             ).fetchall()
         ]
         found = lookup(conn, DEMO_MODEL, [*keys, f"{DEMO_DAY}_XX0000_JFK"])
+        reasons = reject_reasons(conn, summary.run_id, limit=3)
+    for reason, count in reasons:
+        print(f"   rejected {count} row(s): {reason}  (all kept in the rejects table)")
     print("4. lookups (predcache lookup --model flights_delay KEY...):")
     for item in found:
         text = f"P(delay>15min)={item.score:.4f}  version {item.version}" if item.found else "not found"

@@ -85,3 +85,24 @@ def key_hashes(files: list[Path], key: str) -> np.ndarray:
     """Hashes of every row's key over all files (the plan's one pass over the input)."""
     parts = [key_hash(read_table(path, [key]).column(key)) for path in files]
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+
+def group_files(files: list[Path], groups: int) -> list[list[Path]]:
+    """Split files into at most ``groups`` read tasks of balanced size (largest first, least loaded).
+
+    Each task's files keep the input order; empty tasks are dropped.
+    """
+    buckets: list[list[Path]] = [[] for _ in range(max(1, min(groups, len(files))))]
+    loads = [0] * len(buckets)
+    for path in sorted(files, key=lambda p: (-p.stat().st_size, str(p))):
+        target = loads.index(min(loads))
+        buckets[target].append(path)
+        loads[target] += path.stat().st_size
+    order = {path: i for i, path in enumerate(files)}
+    return [sorted(bucket, key=order.__getitem__) for bucket in buckets if bucket]
+
+
+def read_task_count(files: list[Path], *, workers: int, group_bytes: int) -> int:
+    """How many read tasks: enough to keep every worker busy, few enough that each is large."""
+    total = sum(p.stat().st_size for p in files)
+    return max(2 * workers, -(-total // group_bytes))

@@ -15,22 +15,29 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.core.inputs import iter_tables
+from pipelines.core.inputs import group_files, iter_tables, read_task_count
 from pipelines.engines.spec import JobSpec, ShardWorker, split_by_shard
 
-#: Rows read per slice of a file before it is cut by shard (bounds a worker's memory).
+#: Rows read per slice of a file before it is cut by shard.
 READ_SLICE_ROWS = 262_144
+#: Parquet bytes per read task: few, large elements (a read task emits one table per shard).
+READ_GROUP_BYTES = 64 << 20
 
 
 class ReadAndSplit(beam.DoFn):  # type: ignore[misc]
-    """One input file -> (shard_id, table) pieces, one per shard present in each slice."""
+    """A group of input files -> one (shard_id, table) element per shard present in the group."""
 
     def __init__(self, spec: JobSpec) -> None:
         self.spec = spec
 
-    def process(self, path: str) -> Iterator[tuple[str, pa.Table]]:
-        for table in iter_tables(Path(path), self.spec.columns, batch_rows=READ_SLICE_ROWS):
-            yield from split_by_shard(table, self.spec)
+    def process(self, paths: list[str]) -> Iterator[tuple[str, pa.Table]]:
+        pieces: dict[str, list[pa.Table]] = {}
+        for path in paths:
+            for table in iter_tables(Path(path), self.spec.columns, batch_rows=READ_SLICE_ROWS):
+                for shard_id, piece in split_by_shard(table, self.spec):
+                    pieces.setdefault(shard_id, []).append(piece)
+        for shard_id, tables in pieces.items():
+            yield shard_id, pa.concat_tables(tables, promote_options="permissive").combine_chunks()
 
 
 class ScoreAndWrite(beam.DoFn):  # type: ignore[misc]
@@ -72,10 +79,14 @@ def execute(spec: JobSpec) -> None:
     """Run the Beam pipeline for the spec's pending shards; returns when it has finished."""
     if not spec.shards:
         return
+    groups = group_files(
+        spec.files, read_task_count(spec.files, workers=spec.workers, group_bytes=READ_GROUP_BYTES)
+    )
+    read_tasks = [[str(p) for p in group] for group in groups]
     with beam.Pipeline(options=pipeline_options(spec)) as pipeline:
         _ = (
             pipeline
-            | "Files" >> beam.Create([str(p) for p in spec.files])
+            | "ReadTasks" >> beam.Create(read_tasks)
             | "Spread" >> beam.Reshuffle()
             | "ReadAndSplit" >> beam.ParDo(ReadAndSplit(spec))
             | "GroupByShard" >> beam.GroupByKey()

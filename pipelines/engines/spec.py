@@ -49,10 +49,11 @@ class JobSpec:
 
 
 def split_by_shard(table: pa.Table, spec: JobSpec) -> list[tuple[str, pa.Table]]:
-    """Cut ``table`` into one piece per planned shard; rows of shards not in the spec are dropped.
+    """Cut ``table`` into one compact piece per planned shard; rows of shards not in the spec are dropped.
 
-    The input's fingerprint is checked before a run resumes, so every row of the input
-    falls in a shard of the full plan.
+    Pieces are copies (``take``), not slices: a slice would carry, and pickle, its parent's
+    whole buffers to the next stage. The input's fingerprint is checked before a run
+    resumes, so every row of the input falls in a shard of the full plan.
     """
     if table.num_rows == 0:
         return []
@@ -62,9 +63,8 @@ def split_by_shard(table: pa.Table, spec: JobSpec) -> list[tuple[str, pa.Table]]
     bounds = np.flatnonzero(np.diff(sorted_pos)) + 1
     starts = np.concatenate([[0], bounds])
     stops = np.concatenate([bounds, [len(sorted_pos)]])
-    taken = table.take(pa.array(order))
     return [
-        (spec.shards[int(sorted_pos[a])].shard_id, taken.slice(int(a), int(b - a)))
+        (spec.shards[int(sorted_pos[a])].shard_id, table.take(pa.array(order[a:b])))
         for a, b in zip(starts, stops, strict=True)
         if sorted_pos[a] >= 0
     ]
