@@ -37,7 +37,8 @@ def run_demo(settings: Settings, *, engine: str = "beam", data_dir: Path | None 
     verb = "was already scored" if summary.skipped else f"scored in {summary.seconds:.1f} s on {engine}"
     print(
         f"3. run {summary.run_id}: {DEMO_DAY} {verb}: {summary.rows_in} rows in, "
-        f"{summary.rows_out} predictions, {summary.rows_rejected} rejected, published {DEMO_MODEL}/{summary.version}"
+        f"{summary.rows_out} predictions, {summary.rows_rejected} rejected, "
+        f"published {DEMO_MODEL}/{summary.version}"
     )
     with connection(url) as conn:
         keys = [
