@@ -93,6 +93,14 @@ def cmd_data_flights(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_synth(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.data.synth import write_synth
+
+    rows = write_synth(args.out, rows=args.rows)
+    print(f"wrote {rows} synthetic flights (real rows under new unique keys) to {args.out}")
+    return 0
+
+
 def cmd_models_build(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.build.registry import build_model
 
@@ -341,6 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
     flights.add_argument("--out", type=Path, required=True, help="output folder")
     flights.add_argument("--start", type=_date, help="first day (default 2013-01-01)")
     flights.add_argument("--end", type=_date, help="last day (default 2013-12-31)")
+
+    synth = add("synth", cmd_data_synth, "replicate the real flights under new unique keys (scale tests)", data)
+    synth.add_argument("--rows", type=_positive, required=True, help="rows to write (e.g. 1000000)")
+    synth.add_argument("--out", type=Path, required=True, help="output folder (date-partitioned like the real data)")
 
     models = sub.add_parser("models", help="model commands").add_subparsers(
         dest="models_command", required=True, metavar="CMD"
