@@ -350,9 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     flights.add_argument("--start", type=_date, help="first day (default 2013-01-01)")
     flights.add_argument("--end", type=_date, help="last day (default 2013-12-31)")
 
-    synth = add("synth", cmd_data_synth, "replicate the real flights under new unique keys (scale tests)", data)
+    synth = add("synth", cmd_data_synth, "the real flights replicated under new unique keys (scale)", data)
     synth.add_argument("--rows", type=_positive, required=True, help="rows to write (e.g. 1000000)")
-    synth.add_argument("--out", type=Path, required=True, help="output folder (date-partitioned like the real data)")
+    synth.add_argument("--out", type=Path, required=True, help="output folder (partitioned by day)")
 
     models = sub.add_parser("models", help="model commands").add_subparsers(
         dest="models_command", required=True, metavar="CMD"

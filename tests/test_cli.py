@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 COMMANDS = [
-    [], ["demo"], ["db", "migrate"], ["data", "flights"], ["data", "synth"], ["models", "build"], ["models", "list"],
-    ["models", "show"], ["run"], ["backfill"], ["publish"], ["rollback"], ["lookup"], ["runs", "list"],
-    ["runs", "show"], ["serve"],
+    [], ["demo"], ["db", "migrate"], ["data", "flights"], ["data", "synth"], ["models", "build"],
+    ["models", "list"], ["models", "show"], ["run"], ["backfill"], ["publish"], ["rollback"], ["lookup"],
+    ["runs", "list"], ["runs", "show"], ["serve"],
 ]  # fmt: skip
 
 
