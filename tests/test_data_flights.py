@@ -72,7 +72,11 @@ def test_start_after_end_is_an_input_error() -> None:
 
 def test_write_makes_one_hive_partition_per_day(tmp_path: Path) -> None:
     rows = write_flights(tmp_path, start=date(2013, 1, 1), end=date(2013, 1, 3))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["date=2013-01-01", "date=2013-01-02", "date=2013-01-03"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "date=2013-01-01",
+        "date=2013-01-02",
+        "date=2013-01-03",
+    ]
     part = pq.read_table(tmp_path / "date=2013-01-01" / PARTITION_FILE)
     assert part.column_names == FILE_COLUMNS
     assert part.schema.field("day_of_week").type == pa.int64()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.core.card import DEFAULT_SIGNATURE, Card, load_card, verify_artifact
 from pipelines.errors import ModelCardError, UnknownModelError
@@ -24,7 +25,7 @@ _NUMPY_DTYPES: dict[str, type] = {"string": object, "int64": np.int64, "float32"
 _ONNX_TENSOR_TYPES = {"string": "tensor(string)", "int64": "tensor(int64)", "float32": "tensor(float)"}
 _ARROW_TYPES: dict[str, pa.DataType] = {"string": pa.string(), "int64": pa.int64(), "float32": pa.float32()}
 
-_sessions: dict[tuple[str, int], ort.InferenceSession] = {}
+_sessions: dict[tuple[str, int, int, int], ort.InferenceSession] = {}
 _sessions_lock = threading.Lock()
 
 
@@ -38,7 +39,8 @@ def model_versions(models_dir: Path, model: str) -> list[str]:
     folder = models_dir / model
     if not folder.is_dir():
         return []
-    found = [p.name for p in folder.iterdir() if (p / "card.json").is_file()]
+    # Dot folders are builds in progress (see pipelines.build.registry).
+    found = [p.name for p in folder.iterdir() if not p.name.startswith(".") and (p / "card.json").is_file()]
     return sorted(found, key=lambda v: (0, int(v), v) if v.isdigit() else (1, 0, v))
 
 
@@ -67,7 +69,9 @@ def resolve_version_dir(models_dir: Path, model: str, version: str | None = None
 def _session(path: Path, threads: int) -> ort.InferenceSession:
     import onnxruntime as ort
 
-    key = (str(path), threads)
+    stat = path.stat()
+    # A file rebuilt in place gets a new session, not the stale one.
+    key = (str(path), stat.st_mtime_ns, stat.st_size, threads)
     with _sessions_lock:
         session = _sessions.get(key)
         if session is None:
@@ -105,13 +109,23 @@ def check_card_matches_session(card: Card, session: ort.InferenceSession, file_n
             raise ModelCardError(f"{where}: card output '{spec.name}' is not an output of {file_name}")
 
 
+def _strings(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A numpy object array of str, building one Python string per distinct value, not per row."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    encoded = pc.dictionary_encode(column)
+    dictionary = np.asarray([*encoded.dictionary.to_pylist(), None], dtype=object)
+    indices = pc.fill_null(encoded.indices, len(encoded.dictionary))
+    return dictionary[indices.to_numpy(zero_copy_only=False)]
+
+
 def to_feed(card: Card, table: pa.Table) -> dict[str, np.ndarray]:
     """Arrow columns (already validated and coerced) -> onnxruntime feed of [N, 1] tensors."""
     feed: dict[str, np.ndarray] = {}
     for spec in card.inputs:
         column = table.column(spec.name)
         if spec.dtype == "string":
-            values = np.asarray(column.to_pylist(), dtype=object)
+            values = _strings(column)
         else:
             values = column.to_numpy().astype(_NUMPY_DTYPES[spec.dtype], copy=False)
         feed[spec.name] = values.reshape(-1, 1)
