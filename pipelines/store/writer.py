@@ -8,6 +8,7 @@ then finds it done and writes nothing. A failure anywhere rolls the rows back wi
 from __future__ import annotations
 
 import io
+import time
 from typing import Any
 
 import psycopg
@@ -45,9 +46,18 @@ def write_shard(
     version_id: int,
     result: ShardResult,
     attempt: int,
-    seconds: float,
+    started: float,
 ) -> bool:
     """Store one scored shard exactly once.
+
+    Args:
+        conn: an autocommit connection (this function owns its transaction).
+        run_id: the run.
+        version_id: the model version (its predictions partition receives the rows).
+        result: the scored shard.
+        attempt: the run attempt, recorded with the done marker.
+        started: ``time.perf_counter()`` when work on the shard began (the ledger records
+            the shard's seconds up to just before commit, COPY included).
 
     Returns:
         True if this call stored the shard, False if it was already done (nothing written).
@@ -59,17 +69,8 @@ def write_shard(
         with conn.transaction():
             marked = conn.execute(
                 "UPDATE run_shards SET status = 'done', rows_in = %s, rows_out = %s, rows_rejected = %s, "
-                "attempt = %s, seconds = %s, done_at = now() "
-                "WHERE run_id = %s AND shard_id = %s AND status = 'pending'",
-                (
-                    result.rows_in,
-                    result.rows_out,
-                    result.rows_rejected,
-                    attempt,
-                    seconds,
-                    run_id,
-                    result.shard_id,
-                ),
+                "attempt = %s WHERE run_id = %s AND shard_id = %s AND status = 'pending'",
+                (result.rows_in, result.rows_out, result.rows_rejected, attempt, run_id, result.shard_id),
             )
             if marked.rowcount == 0:
                 return False
@@ -83,6 +84,11 @@ def write_shard(
                 0, "shard_id", pa.array([result.shard_id] * m, pa.string())
             ).add_column(0, "run_id", pa.array([run_id] * m, pa.int64()))
             _copy(conn, sql.Identifier("rejects"), rejects.column_names, rejects)
+            conn.execute(
+                "UPDATE run_shards SET seconds = %s, done_at = clock_timestamp() "
+                "WHERE run_id = %s AND shard_id = %s",
+                (time.perf_counter() - started, run_id, result.shard_id),
+            )
     except psycopg.Error as exc:
         detail = " ".join(str(exc).split())[:300]
         raise StoreError(

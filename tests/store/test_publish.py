@@ -40,7 +40,7 @@ def _verified_run(url: str, models_dir: Path, version: str, input_uri: str) -> i
             )
             ledger.start_attempt(conn, run_id, "test")
         result = score_table(shards[0].shard_id, table, model, batch_rows=64)
-        write_shard(conn, run_id=run_id, version_id=version_id, result=result, attempt=1, seconds=0)
+        write_shard(conn, run_id=run_id, version_id=version_id, result=result, attempt=1, started=0.0)
         with conn.transaction():
             ledger.verify_run(conn, run_id, max_reject_fraction=0.0)
     return run_id

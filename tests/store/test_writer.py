@@ -43,13 +43,36 @@ def planned(migrated_url: str, toy_models_dir: Path):  # type: ignore[no-untyped
     return migrated_url, run_id, version_id, result
 
 
-def _stored(url: str, run_id: int) -> tuple[int, int]:
+def _stored(url: str, run_id: int, version_id: int) -> tuple[int, int]:
+    """Rows of the run in its version's table (a new version's table is attached at verify)."""
+    table = ledger.partition_name(version_id)
     with connection(url) as conn:
         row = conn.execute(
-            "SELECT count(*), count(DISTINCT key) FROM predictions WHERE run_id = %s", (run_id,)
+            f"SELECT count(*), count(DISTINCT key) FROM {table} WHERE run_id = %s", (run_id,)
         ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
+
+
+def test_a_new_versions_table_is_attached_and_indexed_when_its_first_run_verifies(planned) -> None:  # type: ignore[no-untyped-def]
+    url, run_id, version_id, result = planned
+    with connection(url, autocommit=True) as conn:
+        write_shard(conn, run_id=run_id, version_id=version_id, result=result, attempt=1, started=0.0)
+        assert conn.execute("SELECT count(*) FROM predictions WHERE run_id = %s", (run_id,)).fetchone() == (
+            0,
+        )
+        with conn.transaction():
+            ledger.start_attempt(conn, run_id, "test")
+            ledger.verify_run(conn, run_id, max_reject_fraction=0.0)
+        assert conn.execute("SELECT count(*) FROM predictions WHERE run_id = %s", (run_id,)).fetchone() == (
+            100,
+        )
+        indexes = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = %s ORDER BY 1",
+            (ledger.partition_name(version_id),),
+        ).fetchall()
+        assert [i[0].split(" USING ")[1] for i in indexes] == ["btree (key, run_id)", "btree (run_id)"]
+        assert ledger.attach_partition(conn, version_id) is False
 
 
 def test_migrate_twice_applies_nothing_the_second_time(database_url: str) -> None:
@@ -60,12 +83,12 @@ def test_migrate_twice_applies_nothing_the_second_time(database_url: str) -> Non
 def test_a_shard_written_twice_is_stored_once(planned) -> None:  # type: ignore[no-untyped-def]
     url, run_id, version_id, result = planned
     with connection(url, autocommit=True) as conn:
-        first = write_shard(conn, run_id=run_id, version_id=version_id, result=result, attempt=1, seconds=0.1)
+        first = write_shard(conn, run_id=run_id, version_id=version_id, result=result, attempt=1, started=0.0)
         second = write_shard(
-            conn, run_id=run_id, version_id=version_id, result=result, attempt=2, seconds=0.1
+            conn, run_id=run_id, version_id=version_id, result=result, attempt=2, started=0.0
         )
     assert (first, second) == (True, False)
-    assert _stored(url, run_id) == (100, 100)
+    assert _stored(url, run_id, version_id) == (100, 100)
 
 
 def test_concurrent_writers_of_one_shard_store_it_exactly_once(planned) -> None:  # type: ignore[no-untyped-def]
@@ -75,7 +98,7 @@ def test_concurrent_writers_of_one_shard_store_it_exactly_once(planned) -> None:
     def write() -> None:
         with connection(url, autocommit=True) as conn:
             outcomes.append(
-                write_shard(conn, run_id=run_id, version_id=version_id, result=result, attempt=1, seconds=0)
+                write_shard(conn, run_id=run_id, version_id=version_id, result=result, attempt=1, started=0.0)
             )
 
     threads = [threading.Thread(target=write) for _ in range(4)]
@@ -84,25 +107,26 @@ def test_concurrent_writers_of_one_shard_store_it_exactly_once(planned) -> None:
     for thread in threads:
         thread.join()
     assert sorted(outcomes) == [False, False, False, True]
-    assert _stored(url, run_id) == (100, 100)
+    assert _stored(url, run_id, version_id) == (100, 100)
 
 
 def test_a_failed_write_leaves_neither_rows_nor_done_marker(planned) -> None:  # type: ignore[no-untyped-def]
     url, run_id, version_id, result = planned
     with connection(url, autocommit=True) as conn:
         with pytest.raises(Exception, match="writing shard"):
-            write_shard(conn, run_id=run_id, version_id=999_999, result=result, attempt=1, seconds=0)
+            write_shard(conn, run_id=run_id, version_id=999_999, result=result, attempt=1, started=0.0)
         pending = ledger.planned_shards(conn, run_id, pending_only=True)
     assert [s.shard_id for s in pending] == [result.shard_id]
-    assert _stored(url, run_id) == (0, 0)
+    assert _stored(url, run_id, version_id) == (0, 0)
 
 
 def test_stored_scores_are_the_model_scores_bit_for_bit(planned) -> None:  # type: ignore[no-untyped-def]
     url, run_id, version_id, result = planned
     with connection(url, autocommit=True) as conn:
-        write_shard(conn, run_id=run_id, version_id=version_id, result=result, attempt=1, seconds=0)
+        write_shard(conn, run_id=run_id, version_id=version_id, result=result, attempt=1, started=0.0)
+        table = ledger.partition_name(version_id)
         rows = dict(
-            conn.execute("SELECT key, score::float8 FROM predictions WHERE run_id = %s", (run_id,)).fetchall()
+            conn.execute(f"SELECT key, score::float8 FROM {table} WHERE run_id = %s", (run_id,)).fetchall()
         )
     expected = dict(
         zip(result.predictions["key"].to_pylist(), result.predictions["score"].to_pylist(), strict=True)
