@@ -1,0 +1,225 @@
+"""What the Airflow DAGs need besides Airflow: their typed config file, the day's input, alerts.
+
+``dags/predcache_dags.yaml`` lists one DAG per model; ``dags/predcache_dags.py`` turns each entry
+into a DAG whose tasks call :mod:`pipelines.jobs`. Nothing here imports Airflow, an engine or
+onnxruntime, so DAG files stay cheap to parse and this module is testable on its own.
+
+A day's input is ``input_template`` with ``{data_dir}`` and ``{date}`` filled in, through the same
+``jobs.day_input`` as ``predcache backfill --input-template``: a day done by either is recognised
+(and skipped) by the other.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.request
+from collections.abc import Mapping
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipelines.errors import ConfigError
+from pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DATA_DIR_PLACEHOLDER = "{data_dir}"
+DEFAULT_INPUT_TEMPLATE = "{data_dir}/date={date}"
+DEFAULT_RETRIES = 2
+DEFAULT_RETRY_DELAY_SECONDS = 300
+DEFAULT_TASK_TIMEOUT_MINUTES = 30
+DEFAULT_SCORE_TIMEOUT_MINUTES = 180
+#: Seconds the failure callback waits for the webhook before giving up (it must never hold a worker).
+WEBHOOK_TIMEOUT_SECONDS = 5.0
+
+
+class DagEnv(BaseSettings):
+    """The DAG-side settings read from the environment (same ``PREDCACHE_`` prefix as :class:`Settings`).
+
+    Attributes:
+        data_dir: Folder the input templates' ``{data_dir}`` stands for; overrides the config file's.
+        alert_webhook_url: URL the failure callback posts to; overrides the config file's.
+        dags_config: Config file of the DAGs (default: ``predcache_dags.yaml`` beside the DAG file).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PREDCACHE_", extra="ignore")
+
+    data_dir: Path | None = None
+    alert_webhook_url: str | None = None
+    dags_config: Path | None = None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DagSpec(_Strict):
+    """One scheduled DAG: which model scores which daily input, on which engine, with which retry budget."""
+
+    dag_id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    model: str
+    version: str | None = None
+    engine: Literal["beam", "spark"] = "beam"
+    schedule: str = "@daily"
+    start_date: date
+    catchup: bool = False
+    max_active_runs: int = Field(1, ge=1)
+    input_template: str = DEFAULT_INPUT_TEMPLATE
+    publish: bool = True
+    shard_rows: int | None = Field(None, ge=1)
+    retries: int = Field(DEFAULT_RETRIES, ge=0)
+    retry_delay_seconds: int = Field(DEFAULT_RETRY_DELAY_SECONDS, ge=0)
+    task_timeout_minutes: int = Field(DEFAULT_TASK_TIMEOUT_MINUTES, ge=1)
+    score_timeout_minutes: int = Field(DEFAULT_SCORE_TIMEOUT_MINUTES, ge=1)
+    tags: list[str] = Field(default_factory=list)
+    description: str = ""
+
+
+class DagsConfig(_Strict):
+    """The whole config file: shared values and the list of DAGs."""
+
+    data_dir: Path | None = None
+    alert_webhook_url: str | None = None
+    dags: list[DagSpec]
+
+
+def load_dags_config(path: Path) -> DagsConfig:
+    """Read and validate the DAG config file (YAML or JSON).
+
+    Raises:
+        ConfigError: the file is missing, not YAML, invalid, or lists a dag_id twice.
+    """
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"DAG config {path} is missing; create it or set PREDCACHE_DAGS_CONFIG") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"DAG config {path} is not valid YAML ({' '.join(str(exc).split())[:200]})"
+        ) from exc
+    try:
+        config = DagsConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"DAG config {path}: {where}: {first['msg']}; fix the file") from exc
+    ids = [spec.dag_id for spec in config.dags]
+    if len(ids) != len(set(ids)):
+        raise ConfigError(f"DAG config {path} lists a dag_id more than once; make each dag_id unique")
+    return config
+
+
+def run_day(
+    *,
+    override: str | None,
+    logical_date: datetime | None,
+    data_interval_start: datetime | None,
+    run_after: datetime,
+) -> date:
+    """The day a DAG run scores: the ``day`` param, else the logical date (= data interval start).
+
+    Manual runs in Airflow 3 may have no logical date; they then score the day they were
+    triggered for (``run_after``).
+
+    Raises:
+        ConfigError: ``override`` is not a YYYY-MM-DD date.
+    """
+    if override:
+        try:
+            return date.fromisoformat(override)
+        except ValueError:
+            raise ConfigError(f"param day='{override}' is not a date in YYYY-MM-DD form") from None
+    for moment in (logical_date, data_interval_start, run_after):
+        if moment is not None:
+            return moment.date()
+    raise ConfigError("the DAG run has no logical date; pass the day to score as the 'day' param")
+
+
+def day_input_path(template: str, day: date, *, data_dir: Path | None) -> Path:
+    """The absolute input path of ``day``: ``{data_dir}``, then ``{date}`` as ``predcache backfill`` does.
+
+    Raises:
+        ConfigError: the template uses ``{data_dir}`` but none is configured, or has no ``{date}``.
+    """
+    from pipelines.jobs import day_input  # pyarrow & co.: only when a task runs, not at DAG parse time
+
+    if DATA_DIR_PLACEHOLDER in template:
+        if data_dir is None:
+            raise ConfigError(
+                f"input template '{template}' uses {DATA_DIR_PLACEHOLDER} but no data dir is set; "
+                "set PREDCACHE_DATA_DIR or data_dir in the DAG config"
+            )
+        template = template.replace(DATA_DIR_PLACEHOLDER, str(data_dir))
+    return day_input(template, day).resolve()
+
+
+def check_partition(settings: Settings, *, model: str, version: str | None, path: Path) -> dict[str, Any]:
+    """Check that the day's input exists and matches the model card's schema (fails fast, one line).
+
+    Returns:
+        ``{"input": <absolute path>, "files": <n>, "version": <resolved model version>}``.
+
+    Raises:
+        PredcacheError: unknown model/version, missing or unreadable input, schema mismatch.
+    """
+    from pipelines.core.card import load_card
+    from pipelines.core.inputs import check_input, list_input_files
+    from pipelines.core.model import resolve_version_dir
+
+    card = load_card(resolve_version_dir(settings.models_dir, model, version))
+    files = list_input_files(path)
+    check_input(files, card)
+    return {"input": str(path.resolve()), "files": len(files), "version": card.version}
+
+
+def failure_payload(context: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON an alert carries, from an Airflow task context (missing fields become null)."""
+    ti = context.get("ti") or context.get("task_instance")
+    logical_date = context.get("logical_date")
+    error = context.get("exception")
+    return {
+        "event": "task_failed",
+        "dag_id": getattr(ti, "dag_id", None),
+        "task_id": getattr(ti, "task_id", None),
+        "run_id": getattr(ti, "run_id", None),
+        "try_number": getattr(ti, "try_number", None),
+        "logical_date": logical_date.isoformat() if logical_date is not None else None,
+        "error": " ".join(str(error).split())[:1000] if error is not None else None,
+    }
+
+
+def notify_failure(context: Mapping[str, Any], *, webhook_url: str | None = None) -> None:
+    """Task ``on_failure_callback``: log the failure and POST it to the webhook, if one is configured.
+
+    Never raises: a broken alert channel must not hide the task's own error. The environment's
+    ``PREDCACHE_ALERT_WEBHOOK_URL`` wins over ``webhook_url`` (the config file's).
+    """
+    try:
+        payload = failure_payload(context)
+        log.error("predcache task failed: %s", json.dumps(payload))
+        url = DagEnv().alert_webhook_url or webhook_url
+        if url:
+            post_json(url, payload)
+    except Exception:  # the callback must never raise
+        log.exception("predcache failure callback could not report the failure")
+
+
+def post_json(url: str, payload: Mapping[str, Any], *, timeout: float = WEBHOOK_TIMEOUT_SECONDS) -> bool:
+    """POST ``payload`` as JSON; True on a 2xx answer, False (logged) on any error or timeout."""
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (operator-configured URL)
+            ok = 200 <= int(response.status) < 300
+    except Exception as exc:
+        log.warning("alert webhook %s failed: %s", url, exc)
+        return False
+    if not ok:
+        log.warning("alert webhook %s answered HTTP %s", url, response.status)
+    return ok
