@@ -163,7 +163,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from pipelines.jobs import backfill_job, days
+    from pipelines.backfill import backfill_job, days
 
     all_days = days(args.start, args.end)
     with tqdm(

@@ -5,7 +5,7 @@ into a DAG whose tasks call :mod:`pipelines.jobs`. Nothing here imports Airflow,
 onnxruntime, so DAG files stay cheap to parse and this module is testable on its own.
 
 A day's input is ``input_template`` with ``{data_dir}`` and ``{date}`` filled in, through the same
-``jobs.day_input`` as ``predcache backfill --input-template``: a day done by either is recognised
+``backfill.day_input`` as ``predcache backfill --input-template``: a day done by either is recognised
 (and skipped) by the other.
 """
 
@@ -146,7 +146,7 @@ def day_input_path(template: str, day: date, *, data_dir: Path | None) -> Path:
     Raises:
         ConfigError: the template uses ``{data_dir}`` but none is configured, or has no ``{date}``.
     """
-    from pipelines.jobs import day_input  # pyarrow & co.: only when a task runs, not at DAG parse time
+    from pipelines.backfill import day_input  # pyarrow & co.: only when a task runs, not at DAG parse time
 
     if DATA_DIR_PLACEHOLDER in template:
         if data_dir is None:
