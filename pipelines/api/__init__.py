@@ -1,0 +1,7 @@
+"""The HTTP lookup API: ``create_app(settings)`` builds it, ``server.serve`` runs it under uvicorn."""
+
+from __future__ import annotations
+
+from pipelines.api.app import create_app
+
+__all__ = ["create_app"]
