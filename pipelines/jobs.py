@@ -247,7 +247,11 @@ def score_run(
             batch_rows=settings.batch_rows,
             ort_threads=settings.ort_threads,
             workers=settings.workers,
-            engine_options={"spark_master": settings.spark_master, **(engine_options or {})},
+            engine_options={
+                "spark_master": settings.spark_master,
+                "wave_rows": settings.beam_wave_rows,
+                **(engine_options or {}),
+            },
             fail_shards=fail_shards,
         )
         log_path = settings.home / "logs" / f"run-{run_id}.log"

@@ -15,6 +15,7 @@ DEFAULT_SHARD_ROWS = 20_000
 DEFAULT_BATCH_ROWS = 8_192
 DEFAULT_ORT_THREADS = 1
 DEFAULT_MAX_REJECT_FRACTION = 0.2
+DEFAULT_BEAM_WAVE_ROWS = 2_500_000
 
 
 class Settings(BaseSettings):
@@ -29,6 +30,8 @@ class Settings(BaseSettings):
         ort_threads: Intra-op threads of each onnxruntime session (one session per process).
         workers: Parallel worker processes of the engine (Beam direct_num_workers).
         max_reject_fraction: A run whose rejected share exceeds this fails its verify step.
+        beam_wave_rows: Planned rows per Beam pipeline run; larger runs are scored in waves
+            (the DirectRunner holds a shuffle in memory: this bounds peak memory).
         spark_master: Spark master URL (``local[*]`` or ``spark://host:7077``).
         api_keys: Comma-separated API keys for the lookup API; empty means no key required.
     """
@@ -43,6 +46,7 @@ class Settings(BaseSettings):
     ort_threads: int = Field(default=DEFAULT_ORT_THREADS, ge=1)
     workers: int = Field(default=2, ge=1)
     max_reject_fraction: float = Field(default=DEFAULT_MAX_REJECT_FRACTION, ge=0.0, le=1.0)
+    beam_wave_rows: int = Field(default=DEFAULT_BEAM_WAVE_ROWS, ge=1)
     spark_master: str = "local[*]"
     api_keys: str = ""
 

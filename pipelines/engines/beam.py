@@ -8,6 +8,7 @@ Dataflow) takes over through pass-through pipeline options.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,9 @@ import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.core.inputs import group_files, iter_tables, read_task_count
+from pipelines.core.shards import Shard
 from pipelines.engines.spec import JobSpec, ShardWorker, split_by_shard
+from pipelines.settings import DEFAULT_BEAM_WAVE_ROWS
 
 #: Rows read per slice of a file before it is cut by shard.
 READ_SLICE_ROWS = 262_144
@@ -75,20 +78,42 @@ def pipeline_options(spec: JobSpec) -> PipelineOptions:
     return PipelineOptions(args)
 
 
+def waves(shards: list[Shard], max_rows: int) -> list[list[Shard]]:
+    """Consecutive groups of shards holding at most ``max_rows`` planned rows each (one shard at least)."""
+    out: list[list[Shard]] = []
+    rows = 0
+    for shard in shards:
+        if out and rows + shard.rows <= max_rows:
+            out[-1].append(shard)
+            rows += shard.rows
+        else:
+            out.append([shard])
+            rows = shard.rows
+    return out
+
+
 def execute(spec: JobSpec) -> None:
-    """Run the Beam pipeline for the spec's pending shards; returns when it has finished."""
+    """Run the Beam pipeline over the spec's pending shards, wave by wave; returns when done.
+
+    The DirectRunner keeps a GroupByKey's whole input in memory, so a run is scored in
+    waves of at most ``engine_options["wave_rows"]`` planned rows: one pipeline per wave,
+    whose readers drop the rows of other shards. Memory is bounded by the wave, not the
+    input, at the cost of one more read of the input and one pipeline start per wave.
+    """
     if not spec.shards:
         return
     groups = group_files(
         spec.files, read_task_count(spec.files, workers=spec.workers, group_bytes=READ_GROUP_BYTES)
     )
     read_tasks = [[str(p) for p in group] for group in groups]
-    with beam.Pipeline(options=pipeline_options(spec)) as pipeline:
-        _ = (
-            pipeline
-            | "ReadTasks" >> beam.Create(read_tasks)
-            | "Spread" >> beam.Reshuffle()
-            | "ReadAndSplit" >> beam.ParDo(ReadAndSplit(spec))
-            | "GroupByShard" >> beam.GroupByKey()
-            | "ScoreAndWrite" >> beam.ParDo(ScoreAndWrite(spec))
-        )
+    for wave in waves(spec.shards, int(spec.engine_options.get("wave_rows", DEFAULT_BEAM_WAVE_ROWS))):
+        wave_spec = replace(spec, shards=wave)
+        with beam.Pipeline(options=pipeline_options(wave_spec)) as pipeline:
+            _ = (
+                pipeline
+                | "ReadTasks" >> beam.Create(read_tasks)
+                | "Spread" >> beam.Reshuffle()
+                | "ReadAndSplit" >> beam.ParDo(ReadAndSplit(wave_spec))
+                | "GroupByShard" >> beam.GroupByKey()
+                | "ScoreAndWrite" >> beam.ParDo(ScoreAndWrite(wave_spec))
+            )

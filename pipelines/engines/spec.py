@@ -57,6 +57,8 @@ def split_by_shard(table: pa.Table, spec: JobSpec) -> list[tuple[str, pa.Table]]
     """
     if table.num_rows == 0:
         return []
+    # One chunk per column first: a take on a chunked table concatenates its chunks every time.
+    table = table.combine_chunks()
     positions = assign_shards(key_hash(table.column(spec.key)), spec.shards)
     order = np.argsort(positions, kind="stable")
     sorted_pos = positions[order]

@@ -119,3 +119,24 @@ def test_a_finished_input_is_not_scored_twice(database_url, settings_for, flight
     request = RunRequest(model=MODEL, input=flights_dir / "date=2013-07-02", shard_rows=200)
     again = run_job(settings, request)
     assert again.skipped and again.shards_scored == 0
+
+
+def test_a_run_scored_in_several_waves_stores_every_row_once(database_url, settings_for, flights_dir) -> None:  # type: ignore[no-untyped-def]
+    day = flights_dir / "date=2013-07-05"
+    summary = run_job(
+        settings_for(database_url, beam_wave_rows=300), RunRequest(model=MODEL, input=day, shard_rows=100)
+    )
+    with connection(database_url) as conn:
+        stored = conn.execute(
+            "SELECT count(*) FROM predictions WHERE run_id = %s", (summary.run_id,)
+        ).fetchone()
+    assert summary.shards_total >= 8 and summary.rows_in == _input_table(day).num_rows
+    assert stored == (summary.rows_out,) and summary.rows_out + summary.rows_rejected == summary.rows_in
+
+
+def test_waves_hold_consecutive_shards_up_to_the_row_budget() -> None:
+    from pipelines.core.shards import Shard
+    from pipelines.engines.beam import waves
+
+    shards = [Shard(lo=i, hi=i + 1, depth=64, index=i, rows=r) for i, r in enumerate([4, 4, 4, 9, 1])]
+    assert [[s.rows for s in w] for w in waves(shards, 8)] == [[4, 4], [4], [9], [1]]
