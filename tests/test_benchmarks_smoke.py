@@ -1,0 +1,72 @@
+"""The benchmark harness end to end on a tiny input, cheap scenarios only (no Spark, no heavy model)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ROWS = "5000"
+CHEAP_SCENARIOS = "read,model,write,ours_beam,peer_beam"
+
+
+@pytest.fixture(scope="module")
+def bench_out(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("bench")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREDCACHE_", "BENCH_"))}
+    env.update(
+        PREDCACHE_DATABASE_URL=pg_server_url,
+        BENCH_ROWS=ROWS,
+        BENCH_SCENARIOS=CHEAP_SCENARIOS,
+        BENCH_OUT_DIR=str(root / "out"),
+        BENCH_WORK_DIR=str(root / "work"),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return root / "out"
+
+
+@pytest.fixture(scope="module")
+def results(bench_out: Path) -> dict[str, Any]:
+    return dict(json.loads((bench_out / "results.json").read_text()))
+
+
+@pytest.mark.slow
+def test_every_scenario_passed_its_self_check(results: dict[str, Any]) -> None:
+    assert results["self_checks_passed"] is True
+    assert {r["scenario"] for r in results["scenarios"]} >= {
+        "ceiling_read",
+        "ceiling_write",
+        "ours_beam",
+        "peer_beam",
+    }
+
+
+@pytest.mark.slow
+def test_results_hold_rates_and_ratios_per_engine_and_size(results: dict[str, Any]) -> None:
+    assert results["e2e_rows_per_s"]["beam"][ROWS] > 0
+    assert set(results["ceiling_rows_per_s"]) >= {"read", "model_int8", "model_fp32", "write"}
+    assert results["e2e_vs_ceiling"]["beam"][ROWS] > 0
+    assert results["vs_peer"]["beam"][ROWS] > 0
+    assert results["peak_rss_mb"]["beam"][ROWS] > 0
+
+
+@pytest.mark.slow
+def test_report_plot_and_machine_facts_are_written(bench_out: Path, results: dict[str, Any]) -> None:
+    markdown = (bench_out / "RESULTS.md").read_text()
+    assert "onnxruntime" in markdown and "PostgreSQL" in markdown and "| ours_beam |" in markdown
+    assert (bench_out / "throughput.png").read_bytes().startswith(b"\x89PNG")
+    assert results["machine"]["cores"] >= 1 and results["versions"]["postgres"]
