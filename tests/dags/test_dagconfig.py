@@ -11,7 +11,7 @@ import pytest
 
 from pipelines.dagconfig import day_input_path, load_dags_config, notify_failure, run_day
 from pipelines.errors import ConfigError
-from pipelines.jobs import day_input
+from pipelines.backfill import day_input
 
 SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "dags" / "predcache_dags.yaml"
 DAY = date(2013, 7, 2)
