@@ -9,9 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from pipelines.backfill import day_input
 from pipelines.dagconfig import day_input_path, load_dags_config, notify_failure, run_day
 from pipelines.errors import ConfigError
-from pipelines.backfill import day_input
 
 SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "dags" / "predcache_dags.yaml"
 DAY = date(2013, 7, 2)
