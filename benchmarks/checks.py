@@ -72,7 +72,8 @@ def _score(model: Model, sample: pa.Table | None) -> dict[str, tuple[np.float32,
     }
 
 
-def _compare(ref: Reference, stored: dict[str, tuple[float, int]]) -> list[str]:
+def compare_sample(ref: Reference, stored: dict[str, tuple[float, int]]) -> list[str]:
+    """Problems of ``stored`` (key -> (score, label)) against the reference sample, bit for bit."""
     problems = []
     missing = [k for k in ref.sample if k not in stored]
     if missing:
@@ -115,7 +116,7 @@ def check_ours(url: str, ref: Reference, summary: dict[str, Any], model: str) ->
         )
     if visible != ref.rows_valid:
         problems.append(f"{visible} predictions visible, expected {ref.rows_valid}")
-    return problems + _compare(ref, stored)
+    return problems + compare_sample(ref, stored)
 
 
 def check_table(url: str, table: str, ref: Reference) -> list[str]:
@@ -133,4 +134,4 @@ def check_table(url: str, table: str, ref: Reference) -> list[str]:
     problems = []
     if (count, distinct) != (ref.rows_valid, ref.rows_valid):
         problems.append(f"{count} rows ({distinct} distinct keys) stored, expected {ref.rows_valid}")
-    return problems + _compare(ref, stored)
+    return problems + compare_sample(ref, stored)

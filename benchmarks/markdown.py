@@ -123,7 +123,7 @@ def _targets(document: dict[str, Any]) -> list[str]:
     for name, item in document["targets"].items():
         goal = f"≤ {item['target']}" if name.startswith("rss_growth") else f"≥ {item['target']}"
         met = "yes" if item["met"] else "**no**"
-        lines.append(f"| {name} | {item.get('engine', '')} | {item['value']:.2f} | {goal} | {met} |")
+        lines.append(f"| {name} | {item.get('engine', '')} | {item['value']:.3f} | {goal} | {met} |")
     speed = document["int8_speedup"]
     if speed:
         lines += ["", "int8 / fp32 throughput in the model ceiling (best thread count each):", ""]

@@ -32,7 +32,7 @@ from typing import Any
 
 from benchmarks import report
 from benchmarks.checks import Reference, reference
-from benchmarks.common import MODEL, answers
+from benchmarks.common import MODEL, answers, tcp_address
 from benchmarks.envinfo import machine, versions
 from benchmarks.scenarios import (
     Bench,
@@ -100,7 +100,9 @@ def _server(config: Config) -> tuple[str, str]:
             raise SystemExit(
                 "PREDCACHE_DATABASE_URL does not answer; start that server or unset the variable"
             )
-        return config.database_url, "PREDCACHE_DATABASE_URL"
+        address = tcp_address(config.database_url)
+        where = f"{address[0]}:{address[1]}" if address else "a unix socket"
+        return config.database_url, f"PREDCACHE_DATABASE_URL ({where})"
     from pipelines.store.db import embedded_url
 
     home = config.home or config.work_dir / "home"

@@ -107,7 +107,12 @@ def write_ceiling(bench: Bench, source: Path, rows: int, ref: Reference) -> list
     url = fresh_database(bench.server_url, "write")
     try:
         args = ["write", "--input", str(source), "--database-url", url]
-        return [_ceiling("ceiling_write", rows, args, ref)]
+        result = _ceiling("ceiling_write", rows, args, ref)
+        if result["ok"]:  # what was written must be right too: counts and the sample keys' scores
+            result["problems"] = check_table(url, "predictions", ref)
+            result["ok"] = not result["problems"]
+            result["rows_per_s"] = result["rows_per_s"] if result["ok"] else None
+        return [result]
     finally:
         drop_database(bench.server_url, url)
 
