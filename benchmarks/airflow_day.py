@@ -1,6 +1,6 @@
 """One day through Airflow vs the same day through the CLI: `airflow dags test` next to `predcache run`.
 
-    .venv/bin/python benchmarks/airflow_day.py [--day 2013-07-02] [--repeat 2] [--data-dir DIR]
+    .venv/bin/python -m benchmarks.airflow_day [--day 2013-07-02] [--repeat 2] [--data-dir DIR]
 
 Both run the real commands in subprocesses, as a user starts them, each against its own fresh
 cache database (so both plan, score on Beam, verify and publish every row of the day). The
@@ -19,13 +19,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import date
 from pathlib import Path
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
+from benchmarks.common import drop_database, fresh_database
 from pipelines.settings import Settings
 from pipelines.store.db import resolve_url
 
@@ -33,18 +30,6 @@ REPO = Path(__file__).resolve().parent.parent
 DAG_ID = "batch_predict_flights_delay"
 MODEL = "flights_delay"
 BIN = Path(sys.executable).parent
-
-
-def _fresh_database(server_url: str) -> str:
-    name = f"pc_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return make_conninfo(server_url, dbname=name)
-
-
-def _drop_database(server_url: str, url: str) -> None:
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{conninfo_to_dict(url)["dbname"]}" WITH (FORCE)')
 
 
 def _env(url: str, scratch: Path, data_dir: Path) -> dict[str, str]:
@@ -95,7 +80,7 @@ def main() -> None:
         times: dict[str, list[float]] = {"airflow dags test": [], "predcache run": []}
         for _ in range(args.repeat):
             for side in times:
-                url = _fresh_database(server_url)
+                url = fresh_database(server_url, "airflow")
                 env = _env(url, scratch, data_dir)
                 if side == "predcache run":
                     day_input = str(data_dir / f"date={args.day}")
@@ -113,7 +98,7 @@ def main() -> None:
                 try:
                     times[side].append(_timed(command, env))
                 finally:
-                    _drop_database(server_url, url)
+                    drop_database(server_url, url)
 
     print(f"one day ({args.day}) of {MODEL} on beam, wall seconds over {args.repeat} run(s):")
     print(f"{'':20s} {'median':>8s} {'min':>8s} {'max':>8s}")

@@ -1,7 +1,7 @@
 """Side by side on all of July 2013: `predcache run` on Spark, on Beam, and onnxruntime alone.
 
     .venv/bin/predcache data flights --out /tmp/flights_july --start 2013-07-01 --end 2013-07-31
-    .venv/bin/python benchmarks/engines_july.py [--input /tmp/flights_july] [--shard-rows N]
+    .venv/bin/python -m benchmarks.engines_july [--input /tmp/flights_july] [--shard-rows N]
 
 Each engine runs the real CLI in a subprocess (plan, score, verify; the JVM or Beam's
 workers start cold, as a user sees it) against its own fresh database, so both score
@@ -21,14 +21,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import psycopg
 import pyarrow.dataset as ds
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from benchmarks.common import drop_database, fresh_database
 from pipelines.core.model import load_model
 from pipelines.core.validate import validate
 from pipelines.jobs import RunRequest, run_job
@@ -40,19 +38,6 @@ DEFAULT_INPUT = Path("/tmp/flights_july")
 ONNX_REPEATS = 5
 ENGINES = ("spark", "beam")
 WRITE_JULY = "predcache data flights --start 2013-07-01 --end 2013-07-31"
-
-
-def _fresh_database(server_url: str) -> str:
-    name = f"pc_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return make_conninfo(server_url, dbname=name)
-
-
-def _drop_database(server_url: str, url: str) -> None:
-    name = conninfo_to_dict(url)["dbname"]
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @dataclass(frozen=True)
@@ -78,7 +63,7 @@ class Measured:
 
 def run_cli(bench: Bench, engine: str) -> Measured:
     """`predcache run --engine ENGINE --json` in a subprocess on a fresh database (cold start)."""
-    url = _fresh_database(bench.server_url)
+    url = fresh_database(bench.server_url, "july")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREDCACHE_")}
     env.update(PREDCACHE_DATABASE_URL=url, PREDCACHE_HOME=str(bench.home / engine))
     command = [sys.executable, "-m", "pipelines.cli", "run", "--model", MODEL, "--input", str(bench.source)]
@@ -90,7 +75,7 @@ def run_cli(bench: Bench, engine: str) -> Measured:
         result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
         seconds = time.perf_counter() - started
     finally:
-        _drop_database(bench.server_url, url)
+        drop_database(bench.server_url, url)
     if result.returncode != 0:
         raise SystemExit(f"{engine} run failed: {result.stderr.strip()[-1000:]}")
     summary = json.loads(result.stdout)
@@ -99,7 +84,7 @@ def run_cli(bench: Bench, engine: str) -> Measured:
 
 def run_warm(bench: Bench, engine: str) -> Measured:
     """The second of two runs of the input in this process (Spark's JVM and session already up)."""
-    url = _fresh_database(bench.server_url)
+    url = fresh_database(bench.server_url, "july")
     settings = Settings(database_url=url, home=bench.home / f"{engine}-warm")
     request = RunRequest(model=MODEL, input=bench.source, engine=engine, shard_rows=bench.shard_rows)
     try:
@@ -108,7 +93,7 @@ def run_warm(bench: Bench, engine: str) -> Measured:
         summary = run_job(settings, replace(request, rerun=True))
         seconds = time.perf_counter() - started
     finally:
-        _drop_database(bench.server_url, url)
+        drop_database(bench.server_url, url)
     return Measured(f"{engine}: 2nd run in one process (warm)", summary.rows_in, seconds)
 
 
