@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -9,11 +10,32 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 ROWS = "5000"
 CHEAP_SCENARIOS = "read,model,write,ours_beam,peer_beam"
+
+
+def _checks() -> Any:
+    """benchmarks/checks.py (benchmarks/ is not an installed package)."""
+    spec = importlib.util.spec_from_file_location("bench_checks", REPO / "benchmarks" / "checks.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_self_check_rejects_a_score_one_bit_off_or_a_missing_key() -> None:
+    checks = _checks()
+    ref = checks.Reference(rows_in=1, rows_valid=1, sample={"k": (np.float32(0.5), 1)})
+    one_bit_off = float(np.nextafter(np.float32(0.5), np.float32(1)))
+    assert checks.compare_sample(ref, {"k": (0.5, 1)}) == []
+    assert checks.compare_sample(ref, {"k": (one_bit_off, 1)})
+    assert checks.compare_sample(ref, {"k": (0.5, 0)})
+    assert checks.compare_sample(ref, {})
 
 
 @pytest.fixture(scope="module")
