@@ -126,7 +126,7 @@ def rollback(conn: psycopg.Connection[Any], *, model: str) -> PublishResult:
         else:
             # The pointer goes back to the newest publish still standing (the one before this).
             back = conn.execute(
-                "SELECT p.publish_id, v.version_id FROM publishes p JOIN model_versions v "
+                "SELECT p.publish_id, v.version_id, v.version FROM publishes p JOIN model_versions v "
                 "ON v.model = p.model AND v.version = p.version "
                 "WHERE p.model = %s AND p.rolled_back_at IS NULL ORDER BY p.publish_id DESC LIMIT 1",
                 (model,),
@@ -139,6 +139,6 @@ def rollback(conn: psycopg.Connection[Any], *, model: str) -> PublishResult:
                 "UPDATE active_versions SET version = %s, version_id = %s, publish_id = %s, "
                 "updated_at = now() "
                 "WHERE model = %s",
-                (prev_version, int(back[1]), int(back[0]), model),
+                (str(back[2]), int(back[1]), int(back[0]), model),
             )
     return PublishResult(publish_id, model, str(prev_version) if prev_version else "", version, run_ids)
