@@ -8,7 +8,7 @@ real flights (2013-07-01..07, written if --input is not given) scored by flights
 subprocess, and a load generator in a second process (aiohttp, keep-alive connections):
 single-key GETs and 50-key batchGets at 32 and 64 connections, ``--seconds`` each (and at
 most ``--max-requests``), every key a real published one. The ceiling is the database part
-alone: a third process running the API's query (pipelines.api.store.LOOKUP_QUERY) through an
+alone: a third process running the API's query (pipelines.api.reader.LOOKUP_QUERY) through an
 asyncpg pool of the API's size with the same number of concurrent tasks. Prints a markdown
 table and writes benchmarks/out/api_load.json.
 """
@@ -168,7 +168,7 @@ async def _asyncpg_scenario(plan: LoadPlan, size: int, conns: int) -> dict[str, 
     """The API's lookup query for ``size`` keys, straight through an asyncpg pool of the API's size."""
     import asyncpg
 
-    from pipelines.api.store import LOOKUP_QUERY, open_pool
+    from pipelines.api.reader import LOOKUP_QUERY, open_pool
 
     rng = random.Random(conns)
     key_lists = [rng.sample(plan.keys, size) for _ in range(PREBUILT_REQUESTS)]
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch", type=int, default=BATCH_KEYS, help="keys per batchGet")
     args = parser.parse_args(argv)
 
-    from pipelines.api.store import DEFAULT_POOL_SIZE
+    from pipelines.api.reader import DEFAULT_POOL_SIZE
     from pipelines.settings import Settings
     from pipelines.store.db import resolve_url
 

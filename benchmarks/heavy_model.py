@@ -1,7 +1,7 @@
 """A compute-heavy twin of ``flights_delay`` for the model ceiling: same inputs, three hidden layers of 512.
 
 Built exactly as the reference model is (its recipe: sklearn Pipeline -> skl2onnx -> static QDQ int8
-with the quantization gate, via ``pipelines.build``), only with ``HIDDEN_LAYERS = (512, 512, 512)``
+with the quantization gate, via ``pipelines.modeling``), only with ``HIDDEN_LAYERS = (512, 512, 512)``
 and a short training run: it measures what int8 buys when MatMuls dominate, not accuracy.
 The recipe module is loaded as a private instance, so overriding its constant touches nothing else.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.build.registry import load_recipe
+from pipelines.modeling.registry import load_recipe
 from pipelines.settings import DEFAULT_MODELS_DIR
 
 NAME = "flights_heavy"

@@ -102,7 +102,7 @@ def cmd_data_synth(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_models_build(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.build.registry import build_model
+    from pipelines.modeling.registry import build_model
 
     folder = build_model(args.name, settings.models_dir, version=args.version)
     print(f"built {folder}")
@@ -201,11 +201,11 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.jobs import database_url
+    from pipelines.store.cache import cache_url
     from pipelines.store.db import connection
     from pipelines.store.publish import publish
 
-    with connection(database_url(settings), autocommit=True) as conn:
+    with connection(cache_url(settings), autocommit=True) as conn:
         result = publish(conn, model=args.model, version=args.version)
     print(
         f"published {result.model}/{result.version} (publish {result.publish_id}, "
@@ -216,11 +216,11 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.jobs import database_url
+    from pipelines.store.cache import cache_url
     from pipelines.store.db import connection
     from pipelines.store.publish import rollback
 
-    with connection(database_url(settings), autocommit=True) as conn:
+    with connection(cache_url(settings), autocommit=True) as conn:
         result = rollback(conn, model=args.model)
     now = result.prev_version or "nothing (no version active)"
     print(f"rolled back publish {result.publish_id} of {result.model}/{result.version}; active now: {now}")
@@ -228,11 +228,11 @@ def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_lookup(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.jobs import database_url
+    from pipelines.store.cache import cache_url
     from pipelines.store.db import connection
     from pipelines.store.lookup import lookup
 
-    with connection(database_url(settings)) as conn:
+    with connection(cache_url(settings)) as conn:
         results = lookup(conn, args.model, list(args.keys))
     for item in results:
         if args.json:
@@ -248,11 +248,11 @@ def cmd_lookup(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_runs_list(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.jobs import database_url
+    from pipelines.store.cache import cache_url
     from pipelines.store.db import connection
     from pipelines.store.ledger import list_runs
 
-    with connection(database_url(settings)) as conn:
+    with connection(cache_url(settings)) as conn:
         runs = list_runs(conn, model=args.model, limit=args.limit)
     for run in runs:
         if args.json:
@@ -266,11 +266,11 @@ def cmd_runs_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_runs_show(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.jobs import database_url
+    from pipelines.store.cache import cache_url
     from pipelines.store.db import connection
     from pipelines.store.ledger import get_run, progress, reject_reasons
 
-    with connection(database_url(settings)) as conn:
+    with connection(cache_url(settings)) as conn:
         run = get_run(conn, args.run_id)
         p = progress(conn, args.run_id)
         reasons = reject_reasons(conn, args.run_id)

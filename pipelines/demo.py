@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.jobs import RunRequest, database_url, run_job
+from pipelines.jobs import RunRequest, run_job
 from pipelines.settings import Settings
+from pipelines.store.cache import cache_url
 from pipelines.store.db import connection
 from pipelines.store.ledger import reject_reasons
 from pipelines.store.lookup import lookup
@@ -26,7 +27,7 @@ def run_demo(settings: Settings, *, engine: str = "beam", data_dir: Path | None 
         print(f"1. data: wrote {rows} real 2013 NYC flights to {data_dir} (Parquet, one folder per day)")
     else:
         print(f"1. data: {data_dir} already holds the flights")
-    url = database_url(settings)
+    url = cache_url(settings)
     where = (
         "embedded PostgreSQL in " + str(settings.embedded_pgdata)
         if not settings.database_url

@@ -44,3 +44,16 @@ class EngineError(PredcacheError):
 
 class RejectThresholdError(PredcacheError):
     """More rows were rejected than the run allows."""
+
+
+def one_line(exc: BaseException, *, limit: int = 500) -> str:
+    """The most telling line of ``exc``'s message, for one-line errors.
+
+    Engines and drivers wrap the real cause in tracebacks: prefer the last line that names an
+    error, else the last non-empty line, else the exception's type (never an empty string).
+    """
+    lines = [" ".join(line.split()) for line in str(exc).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Error:" in line or "Exception:" in line:
+            return line[:limit]
+    return (lines[-1] if lines else type(exc).__name__)[:limit]

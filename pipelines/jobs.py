@@ -20,10 +20,11 @@ from pipelines.core.model import load_model
 from pipelines.core.shards import plan_shards
 from pipelines.engines.output import engine_output_to
 from pipelines.engines.spec import JobSpec
-from pipelines.errors import ConfigError, EngineError, InputError, PredcacheError, RunStateError
+from pipelines.errors import ConfigError, EngineError, InputError, PredcacheError, RunStateError, one_line
 from pipelines.settings import Settings
 from pipelines.store import ledger
-from pipelines.store.db import connection, migrate, resolve_url
+from pipelines.store.cache import cache_url
+from pipelines.store.db import connection
 from pipelines.store.publish import publish
 
 ENGINES = ("beam", "spark")
@@ -74,18 +75,6 @@ class RunSummary:
         return asdict(self)
 
 
-_migrated: set[str] = set()
-
-
-def database_url(settings: Settings) -> str:
-    """The cache's URL (starting the embedded server if needed), with the schema applied once per process."""
-    url = resolve_url(settings.database_url, settings.embedded_pgdata)
-    if url not in _migrated:
-        migrate(url)
-        _migrated.add(url)
-    return url
-
-
 def _engine_execute(engine: str) -> Callable[[JobSpec], None]:
     if engine == "beam":
         from pipelines.engines import beam
@@ -96,15 +85,6 @@ def _engine_execute(engine: str) -> Callable[[JobSpec], None]:
 
         return spark.execute  # type: ignore[no-any-return]
     raise ConfigError(f"unknown engine '{engine}'; choose one of: {', '.join(ENGINES)}")
-
-
-def _one_line(exc: BaseException) -> str:
-    """The most telling line of an engine failure (engines wrap worker errors in tracebacks)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    for line in reversed(lines):
-        if "Error:" in line or "Exception:" in line:
-            return line[:500]
-    return (lines[-1] if lines else type(exc).__name__)[:500]
 
 
 @contextmanager
@@ -152,7 +132,7 @@ def plan_run(settings: Settings, request: RunRequest) -> PlannedRun:
     Raises:
         PredcacheError: unknown model, bad card, unreadable or mismatched input.
     """
-    url = database_url(settings)
+    url = cache_url(settings)
     model = load_model(
         settings.models_dir,
         request.model,
@@ -164,6 +144,9 @@ def plan_run(settings: Settings, request: RunRequest) -> PlannedRun:
     check_input(files, model.card)
     input_uri = str(request.input.resolve())
     digest = fingerprint(files, request.input)
+    shard_rows = request.shard_rows or settings.shard_rows
+    # Hash every key before the transaction: it holds locks, and planning is the slow part.
+    shards = plan_shards(key_hashes(files, model.card.key), shard_rows)
     with connection(url, autocommit=True) as conn, conn.transaction():
         version_id = ledger.register_version(conn, model)
         if not request.rerun:
@@ -183,7 +166,6 @@ def plan_run(settings: Settings, request: RunRequest) -> PlannedRun:
             )
             if resumable is not None:
                 return PlannedRun(resumable.run_id, resumed=True, finished=False)
-        shard_rows = request.shard_rows or settings.shard_rows
         run_id = ledger.create_run(
             conn,
             version_id=version_id,
@@ -192,7 +174,7 @@ def plan_run(settings: Settings, request: RunRequest) -> PlannedRun:
             input_uri=input_uri,
             fingerprint=digest,
             shard_rows=shard_rows,
-            shards=plan_shards(key_hashes(files, model.card.key), shard_rows),
+            shards=shards,
         )
     return PlannedRun(run_id, resumed=False, finished=False)
 
@@ -212,7 +194,7 @@ def score_run(
         PredcacheError: the engine failed (the run is marked failed; score again to resume).
     """
     execute = _engine_execute(engine)
-    url = database_url(settings)
+    url = cache_url(settings)
     with connection(url, autocommit=True) as conn:
         run = ledger.get_run(conn, run_id)
         if run.status in ledger.FINISHED:
@@ -263,7 +245,7 @@ def score_run(
             raise
         except Exception as exc:  # engines raise their own wrapped errors
             message = (
-                f"run {run_id} failed in the {engine} engine: {_one_line(exc)}; "
+                f"run {run_id} failed in the {engine} engine: {one_line(exc)}; "
                 f"rerun the same command to resume (engine log: {log_path})"
             )
             ledger.mark_failed(conn, run_id, message)
@@ -273,7 +255,7 @@ def score_run(
 
 def verify_run(settings: Settings, run_id: int) -> ledger.RunRecord:
     """Check the run is whole (see ``ledger.verify_run``) and mark it verified; idempotent."""
-    with connection(database_url(settings), autocommit=True) as conn:
+    with connection(cache_url(settings), autocommit=True) as conn:
         run = ledger.get_run(conn, run_id)
         if run.status in ledger.FINISHED:
             return run
@@ -283,7 +265,7 @@ def verify_run(settings: Settings, run_id: int) -> ledger.RunRecord:
 
 def publish_run(settings: Settings, run_id: int) -> bool:
     """Publish one verified run (and make its version active); False if it already was."""
-    with connection(database_url(settings), autocommit=True) as conn:
+    with connection(cache_url(settings), autocommit=True) as conn:
         run = ledger.get_run(conn, run_id)
         if run.publish_id is not None:
             return False
@@ -313,7 +295,7 @@ def run_job(settings: Settings, request: RunRequest, *, on_progress: ProgressFn 
         )
         verify_run(settings, planned.run_id)
     published = publish_run(settings, planned.run_id) if request.publish else False
-    with connection(database_url(settings)) as conn:
+    with connection(cache_url(settings)) as conn:
         return _summary(
             conn,
             planned.run_id,

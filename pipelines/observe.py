@@ -108,9 +108,9 @@ def observe_run(settings: Settings, run_id: int) -> dict[str, Any]:
     Raises:
         PredcacheError: no such run, or its input can no longer be read.
     """
-    from pipelines.jobs import database_url
+    from pipelines.store.cache import cache_url
 
-    with connection(database_url(settings), autocommit=True) as conn:
+    with connection(cache_url(settings), autocommit=True) as conn:
         run = ledger.get_run(conn, run_id)
         card = _registered_card(conn, run.version_id)
         input_stats = streamed_stats(

@@ -36,10 +36,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.build.bundle import TrainedModel, write_version
-from pipelines.build.export import export_binary_classifier
-from pipelines.build.quantize import QuantSettings
-from pipelines.build.sweep import CANDIDATES
+from pipelines.modeling.bundle import TrainedModel, write_version
+from pipelines.modeling.export import export_binary_classifier
+from pipelines.modeling.quantize import QuantSettings
+from pipelines.modeling.sweep import CANDIDATES
 from pipelines.core.card import Card, InputDType, InputSpec
 from pipelines.data.flights import DATE_COLUMN, FLIGHT_KEY, load_flights_table
 

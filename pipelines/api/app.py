@@ -21,8 +21,8 @@ from starlette.middleware import Middleware
 from pipelines.api.errors import handle_error
 from pipelines.api.metrics import Metrics, MetricsMiddleware
 from pipelines.api.openapi import openapi_document
+from pipelines.api.reader import DEFAULT_POOL_SIZE, ReadStore, open_pool
 from pipelines.api.routes import ROUTES, Runtime
-from pipelines.api.store import DEFAULT_POOL_SIZE, ReadStore, open_pool
 from pipelines.errors import PredcacheError
 from pipelines.settings import Settings
 from pipelines.store.db import migrate, resolve_url

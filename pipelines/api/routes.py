@@ -21,7 +21,7 @@ from pipelines.api.errors import (
     RequestError,
 )
 from pipelines.api.metrics import Metrics
-from pipelines.api.store import ReadStore
+from pipelines.api.reader import ReadStore
 from pipelines.api.validation import MAX_BODY_BYTES, check_key, check_model, parse_batch
 
 Endpoint = Callable[[Request], Awaitable[Response]]

@@ -39,7 +39,7 @@ def model_versions(models_dir: Path, model: str) -> list[str]:
     folder = models_dir / model
     if not folder.is_dir():
         return []
-    # Dot folders are builds in progress (see pipelines.build.registry).
+    # Dot folders are builds in progress (see pipelines.modeling.registry).
     found = [p.name for p in folder.iterdir() if not p.name.startswith(".") and (p / "card.json").is_file()]
     return sorted(found, key=lambda v: (0, int(v), v) if v.isdigit() else (1, 0, v))
 

@@ -18,7 +18,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.core.inputs import group_files, iter_tables, read_task_count
 from pipelines.core.shards import Shard
-from pipelines.engines.spec import JobSpec, ShardWorker, split_by_shard
+from pipelines.engines.spec import JobSpec
+from pipelines.engines.worker import ShardWorker, split_by_shard
 from pipelines.settings import DEFAULT_BEAM_WAVE_ROWS
 
 #: Rows read per slice of a file before it is cut by shard.

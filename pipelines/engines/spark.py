@@ -32,7 +32,8 @@ from pipelines.core.keys import NULL_KEY_HASH
 from pipelines.core.model import resolve_version_dir
 from pipelines.core.shards import HASH_MIN, Shard
 from pipelines.engines.spark_session import DEFAULT_MASTER, EXECUTOR_WAIT_SECONDS, get_session
-from pipelines.engines.spec import JobSpec, ShardWorker
+from pipelines.engines.spec import JobSpec
+from pipelines.engines.worker import ShardWorker
 from pipelines.errors import EngineError
 
 #: The column that carries each row's shard label (see ``partition_labels``) between the stages.

@@ -7,7 +7,7 @@ import asyncio
 import psycopg
 import pytest
 
-from pipelines.api.store import LOOKUP_QUERY, READER_ROLE, open_pool, to_dollar_params
+from pipelines.api.reader import LOOKUP_QUERY, READER_ROLE, open_pool, to_dollar_params
 from pipelines.store.lookup import LOOKUP_SQL
 
 

@@ -38,7 +38,7 @@ def flights_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The models folder holding the reference model (the repo's; built into a temp folder if absent)."""
     if model_versions(DEFAULT_MODELS_DIR, MODEL):
         return DEFAULT_MODELS_DIR
-    from pipelines.build.registry import build_model
+    from pipelines.modeling.registry import build_model
 
     models = tmp_path_factory.mktemp("models")
     (models / MODEL).mkdir()

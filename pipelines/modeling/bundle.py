@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from pipelines.build.artifacts import FP32_FILE, INT8_FILE, artifact, save_onnx, write_card
-from pipelines.build.export import default_opset
-from pipelines.build.gate import batch_feeds, compare, open_session, run
-from pipelines.build.quantize import QuantSettings, quantize_model
-from pipelines.build.sweep import sweep_quantization
 from pipelines.core.card import DEFAULT_SIGNATURE, Card, InputSpec, OutputSpec
 from pipelines.core.model import arrow_type
 from pipelines.core.stats import column_stats
+from pipelines.modeling.artifacts import FP32_FILE, INT8_FILE, artifact, save_onnx, write_card
+from pipelines.modeling.export import default_opset
+from pipelines.modeling.gate import batch_feeds, compare, open_session, run
+from pipelines.modeling.quantize import QuantSettings, quantize_model
+from pipelines.modeling.sweep import sweep_quantization
 
 if TYPE_CHECKING:
     import onnx

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipelines.build.gate import (
+from pipelines.core.card import Card
+from pipelines.modeling.gate import (
     TIMING_REPEATS,
     Feed,
     best_times,
@@ -24,8 +25,7 @@ from pipelines.build.gate import (
     open_session,
     run,
 )
-from pipelines.build.quantize import QuantSettings, quantize_model
-from pipelines.core.card import Card
+from pipelines.modeling.quantize import QuantSettings, quantize_model
 
 #: The combinations worth measuring on an x86 CPU (U8S8 is the native path; S8S8 is converted to it).
 CANDIDATES: tuple[QuantSettings, ...] = tuple(

@@ -19,10 +19,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from pipelines.build.gate import open_session
 from pipelines.core.card import load_card, verify_artifact
 from pipelines.core.model import check_card_matches_session
 from pipelines.errors import ModelCardError, UnknownModelError
+from pipelines.modeling.gate import open_session
 
 RECIPE_FILE = "recipe.py"
 RECIPE_FUNCTION = "build"

@@ -5,6 +5,6 @@ Needs the ``build`` extra (scikit-learn, skl2onnx, onnx). Engines and the scorer
 
 from __future__ import annotations
 
-from pipelines.build.registry import available_recipes, build_model, load_recipe
+from pipelines.modeling.registry import available_recipes, build_model, load_recipe
 
 __all__ = ["available_recipes", "build_model", "load_recipe"]

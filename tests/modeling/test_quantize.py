@@ -11,14 +11,14 @@ import pyarrow as pa
 import pytest
 from onnx import numpy_helper
 
-from pipelines.build.artifacts import FP32_FILE, INT8_FILE
-from pipelines.build.bundle import TrainedModel, write_version
-from pipelines.build.export import export_binary_classifier, with_score_output
-from pipelines.build.gate import MAX_AUC_DELTA, judge
-from pipelines.build.quantize import QuantSettings, quantize_model
 from pipelines.core.card import Card, InputSpec
 from pipelines.core.model import load_model
 from pipelines.errors import ModelCardError
+from pipelines.modeling.artifacts import FP32_FILE, INT8_FILE
+from pipelines.modeling.bundle import TrainedModel, write_version
+from pipelines.modeling.export import export_binary_classifier, with_score_output
+from pipelines.modeling.gate import MAX_AUC_DELTA, judge
+from pipelines.modeling.quantize import QuantSettings, quantize_model
 
 INPUTS = [
     InputSpec(name="c", dtype="string"),
@@ -145,7 +145,7 @@ def _flip_score(fp32_path: Path, int8_path: Path, *_: object) -> dict[str, objec
 def test_a_failed_gate_ships_fp32_as_default(
     trained: TrainedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("pipelines.build.bundle.quantize_model", _flip_score)
+    monkeypatch.setattr("pipelines.modeling.bundle.quantize_model", _flip_score)
     card = write_version(
         tmp_path / "tiny" / "1", trained, name="tiny", version="1", quantization=QuantSettings()
     )

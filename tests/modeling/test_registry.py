@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.build import available_recipes, build_model
 from pipelines.core.card import load_card
 from pipelines.core.model import list_models, load_model
 from pipelines.errors import ModelCardError, UnknownModelError
+from pipelines.modeling import available_recipes, build_model
 
-RECIPE = Path(__file__).resolve().parent.parent / "models" / "flights_delay" / "recipe.py"
+RECIPE = Path(__file__).resolve().parents[2] / "models" / "flights_delay" / "recipe.py"
 TINY = {"max_train_rows": 3_000, "max_iter": 3}
 
 

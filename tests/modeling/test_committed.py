@@ -15,7 +15,7 @@ from pipelines.core.model import load_model
 from pipelines.core.stats import column_stats, drift
 from pipelines.data.flights import load_flights_table
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 VERSION_DIR = MODELS_DIR / "flights_delay" / "1"
 MAX_ARTIFACT_BYTES = 1 << 20
 

@@ -1,0 +1,17 @@
+"""Opening the cache: the configured or embedded server, with the schema applied once per process."""
+
+from __future__ import annotations
+
+from pipelines.settings import Settings
+from pipelines.store.db import migrate, resolve_url
+
+_migrated: set[str] = set()
+
+
+def cache_url(settings: Settings) -> str:
+    """The cache's URL (starting the embedded server if needed), with the schema applied once per process."""
+    url = resolve_url(settings.database_url, settings.embedded_pgdata)
+    if url not in _migrated:
+        migrate(url)
+        _migrated.add(url)
+    return url
