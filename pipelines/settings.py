@@ -7,8 +7,10 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipelines.resources import bundled_models_dir
+
 #: The source checkout's models/ folder (editable installs and the Docker image).
-DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_MODELS_DIR = bundled_models_dir()
 #: Where the embedded PostgreSQL keeps its data when PREDCACHE_DATABASE_URL is unset.
 DEFAULT_HOME = Path.home() / ".predcache"
 DEFAULT_SHARD_ROWS = 20_000

@@ -13,8 +13,9 @@ from typing import Any
 import psycopg
 
 from pipelines.errors import ConfigError, StoreError
+from pipelines.resources import sql_dir
 
-SQL_DIR = Path(__file__).resolve().parent.parent.parent / "sql"
+SQL_DIR = sql_dir()
 _MIGRATION_LOCK = 0x70726564  # arbitrary advisory-lock id ("pred")
 _embedded: dict[Path, Any] = {}
 
