@@ -20,6 +20,7 @@ from starlette.middleware import Middleware
 
 from pipelines.api.errors import handle_error
 from pipelines.api.metrics import Metrics, MetricsMiddleware
+from pipelines.api.online import OnlineScorer
 from pipelines.api.openapi import openapi_document
 from pipelines.api.reader import DEFAULT_POOL_SIZE, ReadStore, open_pool
 from pipelines.api.routes import ROUTES, Runtime
@@ -59,7 +60,16 @@ def create_app(settings: Settings, *, pool_size: int = DEFAULT_POOL_SIZE) -> Sta
 
     metrics = Metrics(pool_sizes)
     api_keys = parse_api_keys(settings.api_keys)
-    runtime = Runtime(api_keys=api_keys, metrics=metrics, openapi=openapi_document(api_keys=bool(api_keys)))
+    runtime = Runtime(
+        api_keys=api_keys,
+        metrics=metrics,
+        openapi=openapi_document(api_keys=bool(api_keys)),
+        # One session thread per model and one scoring thread per API process: lookups keep the
+        # rest of the CPU (settings.ort_threads is the same budget the batch workers get).
+        scorer=OnlineScorer(
+            settings.models_dir, threads=settings.ort_threads, batch_rows=settings.batch_rows
+        ),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -70,6 +80,8 @@ def create_app(settings: Settings, *, pool_size: int = DEFAULT_POOL_SIZE) -> Sta
             yield
         finally:
             runtime.store = None
+            if runtime.scorer is not None:
+                runtime.scorer.close()
             try:
                 await asyncio.wait_for(pool.close(), POOL_CLOSE_TIMEOUT_S)
             except TimeoutError:

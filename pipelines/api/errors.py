@@ -33,6 +33,17 @@ class PayloadTooLargeError(RequestError):
         super().__init__(f"request body exceeds {limit} bytes; send fewer keys per batchGet")
 
 
+class UnprocessableRowsError(RequestError):
+    """Rows sent for online scoring cannot be fed to the model (missing input, wrong type, duplicate key)."""
+
+
+class TooManyRowsError(UnprocessableRowsError):
+    """More rows in one compute request than the documented maximum (422, like any row problem)."""
+
+    def __init__(self, count: int, limit: int) -> None:
+        super().__init__(f"{count} rows in one request; the maximum is {limit}: split the request")
+
+
 class AuthError(PredcacheError):
     """No API key or a wrong one."""
 
@@ -67,6 +78,7 @@ class KeyNotFoundError(PredcacheError):
 #: (error class, HTTP status, error code); the first class in an error's MRO that is listed wins.
 _STATUS: dict[type[BaseException], tuple[int, str]] = {
     PayloadTooLargeError: (413, "PAYLOAD_TOO_LARGE"),
+    UnprocessableRowsError: (422, "INVALID_ROWS"),
     RequestError: (400, "INVALID_ARGUMENT"),
     InputError: (400, "INVALID_ARGUMENT"),
     AuthError: (401, "UNAUTHENTICATED"),
@@ -77,7 +89,13 @@ _STATUS: dict[type[BaseException], tuple[int, str]] = {
     ConfigError: (500, "INTERNAL"),
     PredcacheError: (500, "INTERNAL"),
 }
-_HTTP_CODES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}
+_HTTP_CODES = {
+    400: "INVALID_ARGUMENT",
+    422: "INVALID_ROWS",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+}
 _HTTP_MESSAGES = {
     404: "no such path; the endpoints are listed in /openapi.json",
     405: "method not allowed on this path; see /openapi.json",

@@ -59,7 +59,38 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.lookups = Counter(
+            "predcache_api_lookups",
+            "Keys looked up in the cache, by model and result (hit, miss)",
+            ["model", "result"],
+            registry=self.registry,
+        )
+        self.online = Counter(
+            "predcache_api_online_rows",
+            "Rows scored online (cache misses answered by the model), by model and status",
+            ["model", "status"],
+            registry=self.registry,
+        )
         self.registry.register(_PoolCollector(pool_sizes))
+
+    def count_lookups(self, model: str, *, hits: int, misses: int) -> None:
+        if hits:
+            self.lookups.labels(model, "hit").inc(hits)
+        if misses:
+            self.lookups.labels(model, "miss").inc(misses)
+
+    def count_online(self, model: str, results: Iterable[Any]) -> None:
+        """Count online results (objects with a ``fields`` attribute: None for a reject)."""
+        computed = rejected = 0
+        for result in results:
+            if result.fields is None:
+                rejected += 1
+            else:
+                computed += 1
+        if computed:
+            self.online.labels(model, "computed").inc(computed)
+        if rejected:
+            self.online.labels(model, "rejected").inc(rejected)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.api.validation import KEY_PATTERN, MAX_BATCH_KEYS, MAX_BODY_BYTES, MODEL_PATTERN
+from pipelines.api.validation import (
+    KEY_PATTERN,
+    MAX_BATCH_KEYS,
+    MAX_BODY_BYTES,
+    MAX_COMPUTE_ROWS,
+    MODEL_PATTERN,
+)
 
 API_VERSION = "1.0.0"
 
@@ -23,6 +29,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         401: "Missing or invalid X-API-Key (only when API keys are configured)",
         404: "Unknown model (code MODEL_NOT_FOUND) or key (KEY_NOT_FOUND)",
         413: "Request body too large",
+        422: "Rows the model cannot take: a missing input, a wrong type, a repeated key, too many rows",
         503: "The cache database is unavailable; retry",
     }
     return {str(s): _json(_ref("Error"), text[s]) for s in statuses}
@@ -36,8 +43,21 @@ _PREDICTION_FIELDS: dict[str, Any] = {
     "model": {"type": "string"},
     "version": {"type": "string", "description": "Model version that computed this prediction"},
     "computed_at": {"type": "string", "format": "date-time"},
-    "run_id": {"type": "integer", "description": "The scoring run that wrote it"},
+    "run_id": {
+        "type": "integer",
+        "nullable": True,
+        "description": "The scoring run that wrote it (null: online)",
+    },
+    "source": {"type": "string", "enum": ["batch", "online"], "description": "The cache, or computed now"},
 }
+_ROW = {
+    "type": "object",
+    "required": ["key"],
+    "description": "A key and the model's input columns (other fields are ignored, as in batch runs)",
+    "properties": {"key": {"type": "string", "pattern": KEY_PATTERN, "minLength": 1, "maxLength": 256}},
+    "additionalProperties": True,
+}
+_ROWS = {"type": "array", "minItems": 1, "maxItems": MAX_COMPUTE_ROWS, "items": _ROW}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -60,7 +80,17 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "description": "NOT_FOUND results carry only key and status.",
         "required": ["key", "status"],
-        "properties": {"status": {"type": "string", "enum": ["FOUND", "NOT_FOUND"]}, **_PREDICTION_FIELDS},
+        "properties": {
+            "status": {"type": "string", "enum": ["FOUND", "NOT_FOUND", "COMPUTED", "REJECTED"]},
+            "reason": {"type": "string", "description": "Why a row was rejected (the batch's reject reason)"},
+            **_PREDICTION_FIELDS,
+        },
+    },
+    "ComputeRequest": {
+        "type": "object",
+        "required": ["rows"],
+        "additionalProperties": False,
+        "properties": {"rows": _ROWS},
     },
     "BatchGetRequest": {
         "type": "object",
@@ -72,7 +102,8 @@ SCHEMAS: dict[str, Any] = {
                 "minItems": 1,
                 "maxItems": MAX_BATCH_KEYS,
                 "items": {"type": "string", "pattern": KEY_PATTERN, "minLength": 1, "maxLength": 256},
-            }
+            },
+            "rows": {**_ROWS, "description": "Inputs of keys that may miss: computed online when they do"},
         },
     },
     "BatchGetResponse": {
@@ -180,7 +211,25 @@ def openapi_document(*, api_keys: bool) -> dict[str, Any]:
                     "responses": {
                         "200": _json(_ref("BatchGetResponse"), "One result per requested key"),
                         **secured,
-                        **_errors(400, 404, 413, 503),
+                        **_errors(400, 404, 413, 422, 503),
+                    },
+                }
+            },
+            "/v1/models/{model}/predictions:compute": {
+                "post": {
+                    "operationId": "computePredictions",
+                    "summary": f"Score up to {MAX_COMPUTE_ROWS} rows now with the active version (no write)",
+                    "description": "Same card, validation and default signature as the batch runs, so a "
+                    "row's result equals what the next batch run stores for the same inputs.",
+                    "parameters": [model_param],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("ComputeRequest")}},
+                    },
+                    "responses": {
+                        "200": _json(_ref("BatchGetResponse"), "One result per row (COMPUTED or REJECTED)"),
+                        **secured,
+                        **_errors(400, 404, 413, 422, 503),
                     },
                 }
             },

@@ -42,6 +42,7 @@ def to_dollar_params(text: str) -> str:
 #: pipelines.store.lookup.LOOKUP_SQL (the CLI's query over predictions_current), for asyncpg.
 LOOKUP_QUERY = to_dollar_params(LOOKUP_SQL)
 MODEL_EXISTS_QUERY = "SELECT 1 FROM active_versions WHERE model = $1"
+ACTIVE_VERSION_QUERY = "SELECT version FROM active_versions WHERE model = $1"
 SERVED_MODELS_QUERY = "SELECT model FROM active_versions ORDER BY model"
 # Freshness from the ledger, not the predictions: a run's rows_out counts its keys, and a
 # shard's done_at commits in the same transaction as its rows, so it equals their computed_at.
@@ -159,6 +160,11 @@ class ReadStore:
 
     async def model_served(self, model: str) -> bool:
         return bool(await self._fetch(MODEL_EXISTS_QUERY, model))
+
+    async def active_version(self, model: str) -> str | None:
+        """The model's active version, or None when it has none (not served)."""
+        rows = await self._fetch(ACTIVE_VERSION_QUERY, model)
+        return str(rows[0]["version"]) if rows else None
 
     async def served_models(self) -> list[str]:
         return [row["model"] for row in await self._fetch(SERVED_MODELS_QUERY)]

@@ -21,8 +21,9 @@ from pipelines.api.errors import (
     RequestError,
 )
 from pipelines.api.metrics import Metrics
+from pipelines.api.online import Computed, OnlineScorer, now_text
 from pipelines.api.reader import ReadStore
-from pipelines.api.validation import MAX_BODY_BYTES, check_key, check_model, parse_batch
+from pipelines.api.validation import MAX_BODY_BYTES, check_key, check_model, parse_batch, parse_compute
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -34,6 +35,7 @@ class Runtime:
     api_keys: tuple[bytes, ...]
     metrics: Metrics
     openapi: dict[str, Any]
+    scorer: OnlineScorer | None = None
     store: ReadStore | None = None
 
 
@@ -118,7 +120,40 @@ def prediction_json(
         "version": row["version"],
         "computed_at": text,
         "run_id": row["run_id"],
+        "source": "batch",
     }
+
+
+def computed_json(model: str, version: str, computed: Computed, computed_at: str) -> dict[str, Any]:
+    """An online result as JSON: a lookup's fields with ``source: online``, or a reject with its reason."""
+    if computed.fields is None:
+        return {"key": computed.key, "status": "REJECTED", "reason": computed.reason}
+    return {
+        "key": computed.key,
+        "status": "COMPUTED",
+        **computed.fields,
+        "model": model,
+        "version": version,
+        "computed_at": computed_at,
+        "run_id": None,
+        "source": "online",
+    }
+
+
+def _scorer(request: Request) -> OnlineScorer:
+    scorer = _runtime(request).scorer
+    if scorer is None:
+        raise RuntimeError("online scoring is not configured in this app")
+    return scorer
+
+
+async def _compute(
+    request: Request, model: str, version: str, rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    computed = await _scorer(request).compute_async(model, version, rows)
+    _runtime(request).metrics.count_online(model, computed)
+    at = now_text()
+    return [computed_json(model, version, one, at) for one in computed]
 
 
 async def _unknown_model(store: ReadStore, model: str) -> ModelNotServedError:
@@ -132,6 +167,7 @@ async def get_prediction(request: Request) -> Response:
     key = check_key(request.path_params["key"])
     store = _store(request)
     row = (await store.lookup(model, [key])).get(key)
+    _runtime(request).metrics.count_lookups(model, hits=int(row is not None), misses=int(row is None))
     if row is None:
         if not await store.model_served(model):
             raise await _unknown_model(store, model)
@@ -141,22 +177,52 @@ async def get_prediction(request: Request) -> Response:
 
 @protected
 async def batch_get(request: Request) -> Response:
-    """POST /v1/models/{model}/predictions:batchGet"""
+    """POST /v1/models/{model}/predictions:batchGet (misses with ``rows`` are computed online)"""
     model = check_model(request.path_params["model"])
-    keys = parse_batch(await read_body(request))
+    batch = parse_batch(await read_body(request))
     store = _store(request)
-    found = await store.lookup(model, list(dict.fromkeys(keys)))
-    if not found and not await store.model_served(model):
-        raise await _unknown_model(store, model)
+    found = await store.lookup(model, list(dict.fromkeys(batch.keys)))
+    version = None
+    if not found:
+        version = await store.active_version(model)
+        if version is None:
+            raise await _unknown_model(store, model)
+    metrics = _runtime(request).metrics
+    metrics.count_lookups(
+        model,
+        hits=sum(key in found for key in batch.keys),
+        misses=sum(key not in found for key in batch.keys),
+    )
+    missing = [batch.rows[key] for key in dict.fromkeys(batch.keys) if key not in found and key in batch.rows]
+    online: dict[str, dict[str, Any]] = {}
+    if missing:
+        # The version the cache answered with (one snapshot), else the active one.
+        version = next(iter(found.values()))["version"] if found else version
+        assert version is not None
+        online = {result["key"]: result for result in await _compute(request, model, version, missing)}
     results = []
     times: dict[datetime, str] = {}
-    for key in keys:
+    for key in batch.keys:
         row = found.get(key)
-        if row is None:
-            results.append({"key": key, "status": "NOT_FOUND"})
-        else:
+        if row is not None:
             results.append({"key": key, "status": "FOUND", **prediction_json(model, row, times)})
+        elif key in online:
+            results.append(online[key])
+        else:
+            results.append({"key": key, "status": "NOT_FOUND"})
     return JSONResponse({"results": results})
+
+
+@protected
+async def compute(request: Request) -> Response:
+    """POST /v1/models/{model}/predictions:compute"""
+    model = check_model(request.path_params["model"])
+    rows = parse_compute(await read_body(request))
+    store = _store(request)
+    version = await store.active_version(model)
+    if version is None:
+        raise await _unknown_model(store, model)
+    return JSONResponse({"results": await _compute(request, model, version, rows)})
 
 
 @protected
@@ -202,6 +268,7 @@ async def openapi(request: Request) -> Response:
 ROUTES = [
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/models/{model}/predictions:batchGet", batch_get, methods=["POST"]),
+    Route("/v1/models/{model}/predictions:compute", compute, methods=["POST"]),
     Route("/v1/models/{model}/predictions/{key:path}", get_prediction, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),

@@ -126,6 +126,7 @@ def test_openapi_document_describes_every_endpoint(client) -> None:  # type: ign
         "/v1/models",
         "/v1/models/{model}/predictions/{key}",
         "/v1/models/{model}/predictions:batchGet",
+        "/v1/models/{model}/predictions:compute",
         "/healthz",
         "/metrics",
     }
