@@ -6,11 +6,13 @@ Set-up: a fresh database on PREDCACHE_DATABASE_URL's server (or the embedded one
 real flights (2013-07-01..07, written if --input is not given) scored by flights_delay with
 ``run_job(..., publish=True)``. Then `predcache serve --workers 1` (uvicorn, loopback) in a
 subprocess, and a load generator in a second process (aiohttp, keep-alive connections):
-single-key GETs and 50-key batchGets at 32 and 64 connections, ``--seconds`` each (and at
+single-key GETs and 50-key batchGets at 16 and 64 connections, ``--seconds`` each (and at
 most ``--max-requests``), every key a real published one. The ceiling is the database part
 alone: a third process running the API's query (pipelines.api.reader.LOOKUP_QUERY) through an
-asyncpg pool of the API's size with the same number of concurrent tasks. Prints a markdown
-table and writes benchmarks/out/api_load.json.
+asyncpg pool of the API's size with the same number of concurrent tasks. Then online scoring
+(``predictions:compute``) of 1 and 50 real rows at the same concurrency, next to the lookups:
+the target is a 1-row compute p99 within 2x of a single lookup's p99. Prints markdown tables
+and writes benchmarks/out/api_load.json.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 OUT = Path(__file__).resolve().parent / "out" / "api_load.json"
 MODEL = "flights_delay"
 WEEK = (date(2013, 7, 1), date(2013, 7, 7))
-CONNECTIONS = (32, 64)
+CONNECTIONS = (16, 64)
+#: 1-row compute p99 / single-key lookup p99 at the same concurrency (issue 12).
+COMPUTE_P99_TARGET = 2.0
 BATCH_KEYS = 50
 WARMUP_S = 2.0
 SERVER_START_TIMEOUT_S = 60.0
@@ -128,29 +132,38 @@ class LoadPlan:
     kind: str  # "http" (the API) or "asyncpg" (the bare query)
     target: str  # the API's base URL, or the database URL
     keys: list[str]
-    scenarios: list[dict[str, int]]  # {"batch": keys per request, "conns": concurrent requests}
+    scenarios: list[dict[str, Any]]  # {"batch": keys/rows per request, "conns": ..., "mode": lookup|compute}
     seconds: float
     max_requests: int
     pool_size: int
     dbname: str
     server_pid: int | None = None
+    rows: list[dict[str, Any]] | None = None  # compute rows (key + the model's inputs)
 
 
-async def _http_scenario(plan: LoadPlan, size: int, conns: int) -> dict[str, float]:
-    """size 1: GET one key; more: POST batchGet of ``size`` keys."""
+async def _http_scenario(plan: LoadPlan, size: int, conns: int, mode: str = "lookup") -> dict[str, float]:
+    """lookup: size 1 GETs one key, more POSTs batchGet of ``size`` keys; compute: POST ``size`` rows."""
     import aiohttp
 
     rng = random.Random(conns)
     paths = [f"/v1/models/{MODEL}/predictions/{rng.choice(plan.keys)}" for _ in range(PREBUILT_REQUESTS)]
-    bodies = [json.dumps({"keys": rng.sample(plan.keys, size)}).encode() for _ in range(PREBUILT_REQUESTS)]
-    batch_url = f"/v1/models/{MODEL}/predictions:batchGet"
+    if mode == "compute":
+        assert plan.rows is not None
+        bodies = [
+            json.dumps({"rows": rng.sample(plan.rows, size)}).encode() for _ in range(PREBUILT_REQUESTS)
+        ]
+    else:
+        bodies = [
+            json.dumps({"keys": rng.sample(plan.keys, size)}).encode() for _ in range(PREBUILT_REQUESTS)
+        ]
+    batch_url = f"/v1/models/{MODEL}/predictions:" + ("compute" if mode == "compute" else "batchGet")
     headers = {"content-type": "application/json"}
     connector = aiohttp.TCPConnector(limit=conns)
     async with aiohttp.ClientSession(plan.target, connector=connector) as session:
 
         async def call(i: int) -> bool:
             try:
-                if size == 1:
+                if size == 1 and mode == "lookup":
                     async with session.get(paths[i % PREBUILT_REQUESTS]) as response:
                         await response.read()
                 else:
@@ -200,8 +213,12 @@ def _load_process(plan: LoadPlan, results: Any) -> None:
     """Entry point of the load process: run every scenario in turn, put the list of summaries."""
     import uvloop
 
-    scenario = _http_scenario if plan.kind == "http" else _asyncpg_scenario
-    results.put([{**sc, **uvloop.run(scenario(plan, sc["batch"], sc["conns"]))} for sc in plan.scenarios])
+    def one(sc: dict[str, Any]) -> dict[str, float]:
+        if plan.kind == "http":
+            return uvloop.run(_http_scenario(plan, sc["batch"], sc["conns"], sc.get("mode", "lookup")))
+        return uvloop.run(_asyncpg_scenario(plan, sc["batch"], sc["conns"]))
+
+    results.put([{**sc, **one(sc)} for sc in plan.scenarios])
 
 
 def _in_second_process(plan: LoadPlan) -> list[dict[str, Any]]:
@@ -215,6 +232,19 @@ def _in_second_process(plan: LoadPlan) -> list[dict[str, Any]]:
 
 
 # --- set-up: data, database, server ------------------------------------------------------------
+
+
+def _compute_rows(source: Path) -> list[dict[str, Any]]:
+    """Rows of ``source`` that flights_delay scores (no nulls), as compute request rows."""
+    import pyarrow.dataset as ds
+
+    from pipelines.core.card import load_card
+    from pipelines.settings import DEFAULT_MODELS_DIR
+
+    card = load_card(DEFAULT_MODELS_DIR / MODEL / "1")
+    table = ds.dataset(source, partitioning="hive").to_table(columns=[card.key, *card.input_names])
+    table = table.drop_null()
+    return [{"key": r.pop(card.key), **r} for r in table.to_pylist()]
 
 
 def _publish_week(server_url: str, source: Path, home: Path) -> tuple[str, list[str], int]:
@@ -304,6 +334,41 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _compute_report(online: list[dict[str, Any]], lookups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each compute scenario with the single-key lookup at the same concurrency, and the p99 ratio."""
+    single = {r["conns"]: r for r in lookups if r["batch"] == 1}
+    out = []
+    for r in online:
+        base = single[r["conns"]]
+        ratio = r["p99_ms"] / base["p99_ms"]
+        out.append(
+            {
+                **r,
+                "lookup_p99_ms": base["p99_ms"],
+                "lookup_rps": base["rps"],
+                "p99_vs_lookup": round(ratio, 2),
+                "target_met": ratio <= COMPUTE_P99_TARGET if r["batch"] == 1 else None,
+            }
+        )
+    return out
+
+
+def _compute_table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "| request | conns | req/s | p50 ms | p99 ms | errors | single lookup req/s | single lookup p99 ms "
+        f"| p99 / lookup p99 | target (1 row, <= {COMPUTE_P99_TARGET:g}x) |"
+    )
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        target = "" if r["target_met"] is None else ("met" if r["target_met"] else "missed")
+        lines.append(
+            f"| compute {r['batch']} row{'s' if r['batch'] > 1 else ''} | {r['conns']} | {r['rps']:,.0f} | "
+            f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | {r['lookup_rps']:,.0f} | "
+            f"{r['lookup_p99_ms']:.2f} | {r['p99_vs_lookup']:.2f} | {target} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark (``argv`` as on the command line); print the table, write and return the report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -321,7 +386,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     settings = Settings()
     server_url = resolve_url(settings.database_url, settings.embedded_pgdata)
-    scenarios = [{"batch": b, "conns": c} for b in (1, args.batch) for c in CONNECTIONS]
+    scenarios = [{"batch": b, "conns": c, "mode": "lookup"} for b in (1, args.batch) for c in CONNECTIONS]
+    compute = [{"batch": b, "conns": c, "mode": "compute"} for b in (1, args.batch) for c in CONNECTIONS]
     load_before = [round(x, 2) for x in os.getloadavg()]  # other work on the machine skews every figure
     with tempfile.TemporaryDirectory(prefix="predcache-api-bench-") as tmp_text:
         tmp = Path(tmp_text)
@@ -345,13 +411,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 pool_size=DEFAULT_POOL_SIZE,
                 dbname=conninfo_to_dict(url)["dbname"],
                 server_pid=server.pid,
+                rows=_compute_rows(source),
             )
             try:
                 api = _in_second_process(plan)
+                online = _in_second_process(replace(plan, scenarios=compute))
             finally:
                 server.terminate()
                 server.wait(timeout=30)
-            bare = _in_second_process(replace(plan, kind="asyncpg", target=url, server_pid=None))
+            bare = _in_second_process(replace(plan, kind="asyncpg", target=url, server_pid=None, rows=None))
         finally:
             _drop(server_url, url)
     rows_out = [
@@ -372,12 +440,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "load_average": load_before,
         "scenarios": rows_out,
+        "compute": _compute_report(online, api),
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(report, indent=2))
     print(f"{rows} published predictions of {MODEL}; {args.seconds:g} s per scenario; ", end="")
     print(f"pool of {DEFAULT_POOL_SIZE}; load average before: {report['load_average']}\n")
     print(_table(rows_out))
+    print("\nOnline scoring (predictions:compute) next to the cache lookups, same server and connections:\n")
+    print(_compute_table(report["compute"]))
     print(f"\nwrote {OUT}")
     return report
 

@@ -68,7 +68,9 @@ def _print_summary(summary: Any, as_json: bool) -> None:
     print(
         f"run {summary.run_id} {state}: {summary.model}/{summary.version} on {summary.engine}, "
         f"{summary.rows_in} rows in, {summary.rows_out} scored, {summary.rows_rejected} rejected, "
-        f"{summary.shards_scored}/{summary.shards_total} shards scored, {summary.seconds:.1f} s"
+        + (f"{summary.rows_unchanged} unchanged, " if summary.rows_unchanged else "")
+        + (f"{summary.rows_pruned} pruned, " if summary.rows_pruned else "")
+        + f"{summary.shards_scored}/{summary.shards_total} shards scored, {summary.seconds:.1f} s"
         + (f" ({summary.rows_per_s:,.0f} rows/s)" if summary.rows_per_s else "")
         + (", published" if summary.published else "")
     )
@@ -141,6 +143,8 @@ def _run_request(args: argparse.Namespace, **overrides: Any) -> Any:
         "publish": args.publish,
         "rerun": getattr(args, "rerun", False),
         "fail_shards": frozenset(getattr(args, "inject_fault", None) or ()),
+        "incremental": getattr(args, "incremental", False),
+        "prune_missing": getattr(args, "prune_missing", False),
     }
     if getattr(args, "spark_master", None):
         fields["engine_options"] = {"spark_master": args.spark_master}
@@ -370,6 +374,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input", type=Path, required=True, help="Parquet file or folder")
     _add_run_options(run)
     run.add_argument("--rerun", action="store_true", help="score again even if this input was already done")
+    run.add_argument(
+        "--incremental",
+        action="store_true",
+        help="rescore only new keys and keys whose inputs changed since their current prediction",
+    )
+    run.add_argument(
+        "--prune-missing",
+        action="store_true",
+        help="with --incremental: hide current keys that the input no longer contains (from its publish on)",
+    )
     run.add_argument("--inject-fault", action="append", metavar="SHARD_ID", help=argparse.SUPPRESS)
 
     backfill = add("backfill", cmd_backfill, "score a range of days, one run per day; resumable")

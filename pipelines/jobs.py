@@ -14,8 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from pipelines.core.card import DEFAULT_SIGNATURE
-from pipelines.core.inputs import check_input, fingerprint, key_hashes, list_input_files
+from pipelines.core.inputs import check_input, fingerprint, iter_tables, key_hashes, list_input_files
 from pipelines.core.model import load_model
 from pipelines.core.shards import plan_shards
 from pipelines.engines.output import engine_output_to
@@ -25,6 +27,7 @@ from pipelines.settings import Settings
 from pipelines.store import ledger
 from pipelines.store.cache import cache_url
 from pipelines.store.db import connection
+from pipelines.store.incremental import check_same_schema, input_schema_text, write_tombstones
 from pipelines.store.publish import publish
 
 ENGINES = ("beam", "spark")
@@ -48,6 +51,10 @@ class RunRequest:
     rerun: bool = False
     engine_options: dict[str, Any] = field(default_factory=dict)
     fail_shards: frozenset[str] = frozenset()
+    #: Rescore only new keys and keys whose input fingerprint changed (pipelines.core.fingerprint).
+    incremental: bool = False
+    #: With incremental: hide current keys that the input no longer contains.
+    prune_missing: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,8 @@ class RunSummary:
     resumed: bool
     skipped: bool
     published: bool
+    rows_unchanged: int = 0
+    rows_pruned: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -142,13 +151,18 @@ def plan_run(settings: Settings, request: RunRequest) -> PlannedRun:
     )
     files = list_input_files(request.input)
     check_input(files, model.card)
+    if request.prune_missing and not request.incremental:
+        raise ConfigError("--prune-missing needs --incremental (a full run already replaces every key)")
     input_uri = str(request.input.resolve())
     digest = fingerprint(files, request.input)
+    schema_text = input_schema_text(pq.read_schema(files[0]), [model.card.key, *model.card.input_names])
     shard_rows = request.shard_rows or settings.shard_rows
     # Hash every key before the transaction: it holds locks, and planning is the slow part.
     shards = plan_shards(key_hashes(files, model.card.key), shard_rows)
     with connection(url, autocommit=True) as conn, conn.transaction():
         version_id = ledger.register_version(conn, model)
+        if request.incremental:
+            check_same_schema(conn, version_id=version_id, input_uri=input_uri, schema_text=schema_text)
         if not request.rerun:
             done = ledger.find_run(
                 conn, version_id=version_id, input_uri=input_uri, fingerprint=digest, statuses=ledger.FINISHED
@@ -175,6 +189,9 @@ def plan_run(settings: Settings, request: RunRequest) -> PlannedRun:
             fingerprint=digest,
             shard_rows=shard_rows,
             shards=shards,
+            incremental=request.incremental,
+            prune_missing=request.prune_missing,
+            input_schema=schema_text,
         )
     return PlannedRun(run_id, resumed=False, finished=False)
 
@@ -235,6 +252,7 @@ def score_run(
                 **(engine_options or {}),
             },
             fail_shards=fail_shards,
+            incremental=run.incremental,
         )
         log_path = settings.home / "logs" / f"run-{run_id}.log"
         try:
@@ -254,11 +272,29 @@ def score_run(
 
 
 def verify_run(settings: Settings, run_id: int) -> ledger.RunRecord:
-    """Check the run is whole (see ``ledger.verify_run``) and mark it verified; idempotent."""
+    """Check the run is whole (see ``ledger.verify_run``) and mark it verified; idempotent.
+
+    A ``--prune-missing`` run first writes its tombstones (once).
+    """
     with connection(cache_url(settings), autocommit=True) as conn:
         run = ledger.get_run(conn, run_id)
         if run.status in ledger.FINISHED:
             return run
+        if run.prune_missing:
+            model = load_model(settings.models_dir, run.model, run.version, signature=run.signature)
+            source = Path(run.input_uri)
+            write_tombstones(
+                conn,
+                run_id=run_id,
+                version_id=run.version_id,
+                model=run.model,
+                version=run.version,
+                snapshot_keys=(
+                    table.column(0).combine_chunks()
+                    for path in list_input_files(source)
+                    for table in iter_tables(path, [model.card.key], batch_rows=settings.batch_rows * 8)
+                ),
+            )
         with conn.transaction():
             return ledger.verify_run(conn, run_id, max_reject_fraction=settings.max_reject_fraction)
 
@@ -331,4 +367,6 @@ def _summary(
         resumed=resumed,
         skipped=skipped,
         published=published,
+        rows_unchanged=run.rows_unchanged or 0,
+        rows_pruned=run.rows_pruned or 0,
     )

@@ -40,15 +40,20 @@ def _lanes64(block: np.ndarray, start: int) -> np.ndarray:
     return np.ascontiguousarray(block[:, start : start + 8]).view("<u8").reshape(-1)
 
 
-def _xxh64_fixed_length(block: np.ndarray, seed: int) -> np.ndarray:
-    """XXH64 of every row of ``block`` (an (n, L) uint8 matrix of equal-length inputs)."""
+def _xxh64_fixed_length(block: np.ndarray, seed: int | np.ndarray) -> np.ndarray:
+    """XXH64 of every row of ``block`` (an (n, L) uint8 matrix of equal-length inputs).
+
+    ``seed`` is one seed for every row, or a uint64 array with one seed per row (chained
+    hashes, as Spark's multi-column ``xxhash64``).
+    """
     n, length = block.shape
+    seeds = np.full(n, seed & _MASK, dtype=_U) if isinstance(seed, int) else np.asarray(seed, dtype=_U)
     pos = 0
     if length >= 32:
-        v1 = np.full(n, (seed + _P1 + _P2) & _MASK, dtype=_U)
-        v2 = np.full(n, (seed + _P2) & _MASK, dtype=_U)
-        v3 = np.full(n, seed & _MASK, dtype=_U)
-        v4 = np.full(n, (seed - _P1) & _MASK, dtype=_U)
+        v1 = seeds + _U(_P1) + _U(_P2)
+        v2 = seeds + _U(_P2)
+        v3 = seeds.copy()
+        v4 = seeds - _U(_P1)
         while pos + 32 <= length:
             v1 = _round(v1, _lanes64(block, pos))
             v2 = _round(v2, _lanes64(block, pos + 8))
@@ -59,7 +64,7 @@ def _xxh64_fixed_length(block: np.ndarray, seed: int) -> np.ndarray:
         for v in (v1, v2, v3, v4):
             h = (h ^ _round(np.zeros(n, dtype=_U), v)) * _U(_P1) + _U(_P4)
     else:
-        h = np.full(n, (seed + _P5) & _MASK, dtype=_U)
+        h = seeds + _U(_P5)
     h = h + _U(length)
     while pos + 8 <= length:
         h = h ^ _round(np.zeros(n, dtype=_U), _lanes64(block, pos))

@@ -12,11 +12,12 @@ import pyarrow as pa
 
 from pipelines.core.keys import key_hash
 from pipelines.core.model import Model, load_model
-from pipelines.core.score import score_table
+from pipelines.core.score import UnchangedFn, score_table
 from pipelines.core.shards import assign_shards
 from pipelines.engines.spec import JobSpec
 from pipelines.errors import EngineError
 from pipelines.store.db import connect
+from pipelines.store.incremental import unchanged_rows
 from pipelines.store.writer import write_shard
 
 
@@ -64,6 +65,18 @@ class ShardWorker:
             self._conn.close()
             self._conn = None
 
+    def _unchanged(self) -> UnchangedFn | None:
+        if not self.spec.incremental:
+            return None
+        spec = self.spec
+
+        def unchanged(keys: pa.Array, fingerprints: np.ndarray) -> np.ndarray:
+            return unchanged_rows(
+                self._conn, model=spec.model, version=spec.version, keys=keys, fingerprints=fingerprints
+            )
+
+        return unchanged
+
     def process(self, shard_id: str, tables: list[pa.Table]) -> dict[str, Any]:
         """Score and store one shard (all its rows); returns the shard's counts."""
         if self._model is None:
@@ -73,7 +86,9 @@ class ShardWorker:
             raise EngineError(f"injected fault in shard {shard_id}")
         started = time.perf_counter()
         table = pa.concat_tables(tables, promote_options="permissive") if len(tables) != 1 else tables[0]
-        result = score_table(shard_id, table, self._model, batch_rows=self.spec.batch_rows)
+        result = score_table(
+            shard_id, table, self._model, batch_rows=self.spec.batch_rows, unchanged=self._unchanged()
+        )
         stored = write_shard(
             self._conn,
             run_id=self.spec.run_id,

@@ -103,6 +103,10 @@ class RunRecord:
     seconds: float | None
     publish_id: int | None
     error: str | None
+    incremental: bool = False
+    prune_missing: bool = False
+    rows_unchanged: int | None = None
+    rows_pruned: int | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RunRecord:
@@ -168,12 +172,15 @@ def create_run(
     fingerprint: str,
     shard_rows: int,
     shards: list[Shard],
+    incremental: bool = False,
+    prune_missing: bool = False,
+    input_schema: str | None = None,
 ) -> int:
     """Insert a run and its whole shard plan (one transaction: the plan exists before any work)."""
     row = conn.execute(
         "INSERT INTO runs (version_id, model, version, engine, signature, input_uri, input_fingerprint, "
-        "shard_rows, "
-        "rows_planned) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING run_id",
+        "shard_rows, rows_planned, incremental, prune_missing, input_schema) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING run_id",
         (
             version_id,
             model.name,
@@ -184,6 +191,9 @@ def create_run(
             fingerprint,
             shard_rows,
             sum(s.rows for s in shards),
+            incremental,
+            prune_missing,
+            input_schema,
         ),
     ).fetchone()
     assert row is not None
@@ -256,16 +266,16 @@ def verify_run(conn: psycopg.Connection[Any], run_id: int, *, max_reject_fractio
         RunStateError: a check failed (the run is marked failed with the reason).
         RejectThresholdError: too large a share of rows was rejected.
     """
-    pending, rows_planned, shard_in, shard_out, shard_rej = conn.execute(
+    pending, rows_planned, shard_in, shard_out, shard_rej, shard_same = conn.execute(
         "SELECT count(*) FILTER (WHERE status <> 'done'), coalesce(sum(rows_planned), 0), "
-        "coalesce(sum(rows_in), 0), coalesce(sum(rows_out), 0), coalesce(sum(rows_rejected), 0) "
-        "FROM run_shards WHERE run_id = %s",
+        "coalesce(sum(rows_in), 0), coalesce(sum(rows_out), 0), coalesce(sum(rows_rejected), 0), "
+        "coalesce(sum(rows_unchanged), 0) FROM run_shards WHERE run_id = %s",
         (run_id,),
-    ).fetchone() or (0, 0, 0, 0, 0)
+    ).fetchone() or (0, 0, 0, 0, 0, 0)
     version_id = get_run(conn, run_id).version_id
     stored_out = (
         conn.execute(
-            sql.SQL("SELECT count(*) FROM {} WHERE run_id = %s").format(
+            sql.SQL("SELECT count(*) FROM {} WHERE run_id = %s AND NOT pruned").format(
                 sql.Identifier(partition_name(version_id))
             ),
             (run_id,),
@@ -280,8 +290,11 @@ def verify_run(conn: psycopg.Connection[Any], run_id: int, *, max_reject_fractio
         problems.append(f"{pending} shard(s) not done")
     if shard_in != rows_planned:
         problems.append(f"shards read {shard_in} rows, the plan counted {rows_planned}")
-    if shard_out + shard_rej != shard_in:
-        problems.append(f"rows_out {shard_out} + rows_rejected {shard_rej} != rows_in {shard_in}")
+    if shard_out + shard_rej + shard_same != shard_in:
+        problems.append(
+            f"rows_out {shard_out} + rows_rejected {shard_rej} + rows_unchanged {shard_same} "
+            f"!= rows_in {shard_in}"
+        )
     if stored_out != shard_out or stored_rej != shard_rej:
         problems.append(
             f"stored {stored_out} predictions / {stored_rej} rejects, ledger says {shard_out} / {shard_rej}"
@@ -302,8 +315,9 @@ def verify_run(conn: psycopg.Connection[Any], run_id: int, *, max_reject_fractio
     attach_partition(conn, version_id)
     conn.execute(
         "UPDATE runs SET status = 'verified', rows_in = %s, rows_out = %s, rows_rejected = %s, "
-        "finished_at = now(), seconds = extract(epoch FROM now() - started_at) WHERE run_id = %s",
-        (shard_in, shard_out, shard_rej, run_id),
+        "rows_unchanged = %s, finished_at = now(), seconds = extract(epoch FROM now() - started_at) "
+        "WHERE run_id = %s",
+        (shard_in, shard_out, shard_rej, shard_same, run_id),
     )
     return get_run(conn, run_id)
 

@@ -69,8 +69,17 @@ def write_shard(
         with conn.transaction():
             marked = conn.execute(
                 "UPDATE run_shards SET status = 'done', rows_in = %s, rows_out = %s, rows_rejected = %s, "
-                "attempt = %s WHERE run_id = %s AND shard_id = %s AND status = 'pending'",
-                (result.rows_in, result.rows_out, result.rows_rejected, attempt, run_id, result.shard_id),
+                "rows_unchanged = %s, attempt = %s "
+                "WHERE run_id = %s AND shard_id = %s AND status = 'pending'",
+                (
+                    result.rows_in,
+                    result.rows_out,
+                    result.rows_rejected,
+                    result.rows_unchanged,
+                    attempt,
+                    run_id,
+                    result.shard_id,
+                ),
             )
             if marked.rowcount == 0:
                 return False
