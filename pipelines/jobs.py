@@ -162,7 +162,7 @@ def plan_run(settings: Settings, request: RunRequest) -> PlannedRun:
     with connection(url, autocommit=True) as conn, conn.transaction():
         version_id = ledger.register_version(conn, model)
         if request.incremental:
-            check_same_schema(conn, version_id=version_id, input_uri=input_uri, schema_text=schema_text)
+            check_same_schema(conn, version_id=version_id, schema_text=schema_text)
         if not request.rerun:
             done = ledger.find_run(
                 conn, version_id=version_id, input_uri=input_uri, fingerprint=digest, statuses=ledger.FINISHED

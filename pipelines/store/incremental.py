@@ -43,24 +43,35 @@ def input_schema_text(schema: pa.Schema, columns: list[str]) -> str:
     return ", ".join(f"{name}: {schema.field(name).type}" for name in columns if name in schema.names)
 
 
-def check_same_schema(
-    conn: psycopg.Connection[Any], *, version_id: int, input_uri: str, schema_text: str
-) -> None:
+def check_same_schema(conn: psycopg.Connection[Any], *, version_id: int, schema_text: str) -> None:
     """Refuse an incremental run when the input's schema differs from the last published run's.
 
+    Snapshots usually live at new paths (one folder per day), so the comparison is with the
+    newest published run of the version, whatever its input.
+
     Raises:
-        InputError: the newest published run of this version over this input read other types.
+        InputError: the newest published run of this version read other column types.
     """
     row = conn.execute(
-        "SELECT run_id, input_schema FROM runs WHERE version_id = %s AND input_uri = %s "
+        "SELECT run_id, input_schema FROM runs WHERE version_id = %s "
         "AND publish_id IS NOT NULL AND input_schema IS NOT NULL ORDER BY publish_id DESC LIMIT 1",
-        (version_id, input_uri),
+        (version_id,),
     ).fetchone()
     if row is not None and row[1] != schema_text:
+        before, now = _columns(row[1]), _columns(schema_text)
+        changes = [
+            f"{name}: {before.get(name, 'absent')} -> {now.get(name, 'absent')}"
+            for name in dict.fromkeys([*before, *now])
+            if before.get(name) != now.get(name)
+        ]
         raise InputError(
-            f"the input's schema changed since run {row[0]} ({row[1]} -> {schema_text}); "
+            f"the input's schema changed since run {row[0]} ({', '.join(changes)}); "
             "fingerprints are not comparable: run without --incremental for a full rescoring"
         )
+
+
+def _columns(schema_text: str) -> dict[str, str]:
+    return dict(part.split(": ", 1) for part in schema_text.split(", ") if ": " in part)
 
 
 def write_tombstones(
