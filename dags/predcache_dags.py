@@ -57,6 +57,11 @@ def _params(spec: DagSpec) -> dict[str, Param]:
             None, type=["null", "string"], description="Day to score (YYYY-MM-DD); empty: the logical date."
         ),
         "publish": Param(spec.publish, type="boolean", description="Publish the run once verified."),
+        "incremental": Param(
+            spec.incremental,
+            type="boolean",
+            description="Rescore only new keys and keys whose inputs changed since their current prediction.",
+        ),
         "fail_shards": Param(
             [],
             type="array",
@@ -119,6 +124,7 @@ def build_dag(spec: DagSpec, config: DagsConfig) -> DAG:
                 engine=params["engine"],
                 version=checked["version"],
                 shard_rows=spec.shard_rows,
+                incremental=params["incremental"],
             )
             planned = plan_run(Settings(), request)
             return {

@@ -72,6 +72,8 @@ class DagSpec(_Strict):
     input_template: str = DEFAULT_INPUT_TEMPLATE
     publish: bool = True
     shard_rows: int | None = Field(None, ge=1)
+    #: Default of the DAG's ``incremental`` param (rescore only changed and new rows).
+    incremental: bool = False
     retries: int = Field(DEFAULT_RETRIES, ge=0)
     retry_delay_seconds: int = Field(DEFAULT_RETRY_DELAY_SECONDS, ge=0)
     task_timeout_minutes: int = Field(DEFAULT_TASK_TIMEOUT_MINUTES, ge=1)

@@ -20,7 +20,8 @@ def test_spark_xxhash64_of_the_inputs_is_the_fingerprint(spark) -> None:  # type
         }
     )
     frame = spark.createDataFrame(
-        table.to_pandas(), schema="carrier string, distance long, temp float, hour int"
+        [tuple(row.values()) for row in table.to_pylist()],
+        schema="carrier string, distance long, temp float, hour int",
     )
     from pyspark.sql import functions as F
 
