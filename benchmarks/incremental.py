@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"snapshot 2: {change['rows']:,} rows ({change['changed']:,} changed, {change['added']:,} new); "
         f"load average before: {load}\n"
     )
-    print("| engine | full s | incremental s | incremental / full | target <= 0.15 | scored | unchanged | equal |")
+    print("| engine | full s | incremental s | ratio | target <= 0.15 | scored | unchanged | equal |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
