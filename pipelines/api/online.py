@@ -88,9 +88,13 @@ def _input_type(model: Model, name: str) -> pa.DataType:
     return arrow_type(spec.dtype)
 
 
+#: Columns of a scored shard that are bookkeeping, not part of a prediction's answer.
+_NOT_ANSWERED = {"key", "input_fp"}
+
+
 def prediction_fields(predictions: pa.Table) -> dict[str, dict[str, Any]]:
-    """key -> the stored fields of each prediction row (``score``, ``label``, ``outputs``...)."""
-    names = [name for name in predictions.column_names if name != "key"]
+    """key -> the fields a lookup returns for each scored row (``score``, ``label``, ``outputs``...)."""
+    names = [name for name in predictions.column_names if name not in _NOT_ANSWERED]
     keys = predictions.column("key").to_pylist()
     values = {name: predictions.column(name).to_pylist() for name in names}
     return {key: {name: values[name][i] for name in names} for i, key in enumerate(keys)}

@@ -99,6 +99,9 @@ def test_every_row_of_a_real_day_computes_online_what_the_batch_stored(
     reasons = {r["key"]: r["reason"] for r in results if r["status"] == "REJECTED"}
     assert computed == stored and reasons == rejected and len(rejected) > 0
     assert {r["source"] for r in results if r["status"] == "COMPUTED"} == {"online"}
+    lookup = flights_api.get(f"/v1/models/flights_delay/predictions/{next(iter(stored))}").json()
+    online_fields = set(next(r for r in results if r["status"] == "COMPUTED")) - {"status"}
+    assert online_fields == set(lookup)
     assert {r["version"] for r in results if r["status"] == "COMPUTED"} == {"1"}
     with connection(migrated_url) as conn:
         assert conn.execute("SELECT count(*) FROM predictions").fetchone() == before
