@@ -115,13 +115,10 @@ def airflow_env(*, airflow_home: Path, port: int, cache_url: str, data_dir: Path
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="False",
         AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
         AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False",
-        AIRFLOW__API__HOST=HOST,
-        AIRFLOW__API__PORT=str(port),
-        AIRFLOW__API__BASE_URL=f"http://{HOST}:{port}",
-        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://{HOST}:{port}/execution/",
         PREDCACHE_DATABASE_URL=cache_url,
         PREDCACHE_DATA_DIR=str(data_dir),
     )
+    with_port(env, port)
     return env
 
 
@@ -149,38 +146,52 @@ def _healthy(url: str, components: tuple[str, ...]) -> bool:
     return all((health.get(name) or {}).get("status") == "healthy" for name in components)
 
 
-def _tail(path: Path, chars: int = 2000) -> str:
-    return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+def _last_line(path: Path) -> str:
+    """The last non-empty line of a log (for one-line errors)."""
+    lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "(no output)"
+
+
+def with_port(env: dict[str, str], port: int) -> None:
+    """Point the UI, REST API and Execution API settings of ``env`` at ``port`` on 127.0.0.1."""
+    env.update(
+        AIRFLOW__API__HOST=HOST,
+        AIRFLOW__API__PORT=str(port),
+        AIRFLOW__API__BASE_URL=f"http://{HOST}:{port}",
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://{HOST}:{port}/execution/",
+    )
 
 
 class _Components:
     """The running Airflow processes, each in its own session; ``stop`` ends them and their children."""
 
     def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self._env = env
+        self.env = env
         self.logs = logs
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        log = self.logs / f"{name}.out"
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
+    def log(self, name: str) -> Path:
+        return self.logs / f"{name}.out"
+
+    def start(self, name: str, *args: str) -> None:
+        """Start ``airflow <args>`` in a session of its own, its output in ``logs/<name>.out`` (replaced)."""
+        with self.log(name).open("wb") as out:
+            self.procs[name] = subprocess.Popen(
                 [str(airflow_bin()), *args],
-                env=self._env,
+                env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self.procs[name] = proc
-        return proc
 
     def check_alive(self) -> None:
+        """Raise AirflowError when a component has exited."""
         for name, proc in self.procs.items():
             if proc.poll() is not None:
-                log = self.logs / f"{name}.out"
                 raise AirflowError(
-                    f"airflow {name} exited with code {proc.returncode}; see {log}:\n{_tail(log, 800)}"
+                    f"airflow {name} exited with code {proc.returncode} ({_last_line(self.log(name))}); "
+                    f"see {self.log(name)}"
                 )
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
@@ -198,6 +209,7 @@ class _Components:
     def _stop(self, grace: float) -> None:
         import psutil
 
+        # The whole tree first: task processes may sit in sessions of their own.
         tree: list[psutil.Process] = []
         for proc in self.procs.values():
             with suppress(psutil.NoSuchProcess):
@@ -229,15 +241,14 @@ def _wait(until: Callable[[], bool], components: _Components, *, timeout: float,
         time.sleep(POLL_SECONDS)
 
 
-def _start_api_server(components: _Components, env: dict[str, str], port: int | None) -> int:
-    """Start the API server on ``port`` (or a free one, retried when another process takes it first)."""
-    for attempt in range(1 if port else PORT_TRIES):
+def _start_api_server(components: _Components, port: int | None) -> int:
+    """Start the API server on ``port``, or on a free one (retried when another process takes it first)."""
+    tries = 1 if port else PORT_TRIES
+    attempt = 0
+    while True:
+        attempt += 1
         chosen = port or free_port()
-        env.update(
-            AIRFLOW__API__PORT=str(chosen),
-            AIRFLOW__API__BASE_URL=f"http://{HOST}:{chosen}",
-            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://{HOST}:{chosen}/execution/",
-        )
+        with_port(components.env, chosen)
         components.start("api-server", "api-server", "--host", HOST, "--port", str(chosen))
         try:
             _wait(
@@ -248,16 +259,30 @@ def _start_api_server(components: _Components, env: dict[str, str], port: int | 
             )
             return chosen
         except AirflowError:
-            log = _tail(components.logs / "api-server.out")
-            in_use = "address already in use" in log.lower()
+            in_use = "address already in use" in components.log("api-server").read_text(errors="replace")
             components.stop()
             if not in_use:
                 raise
-            if port or attempt == PORT_TRIES - 1:
+            if attempt == tries:
                 raise AirflowError(
-                    f"port {chosen} on {HOST} is in use; pass another with `predcache airflow --port N`"
+                    f"port {chosen} on {HOST} is in use; pass a free one with `predcache airflow --port N`"
                 ) from None
-    raise AssertionError("unreachable")
+
+
+@contextmanager
+def _only_trial(airflow_home: Path) -> Iterator[None]:
+    """Hold ``AIRFLOW_HOME/trial.lock``: two trials on one home would share one SQLite metadata database."""
+    import fcntl
+
+    with (airflow_home / "trial.lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AirflowError(
+                f"a local Airflow already runs from {airflow_home}; "
+                "stop it (Ctrl-C) or set another PREDCACHE_HOME"
+            ) from None
+        yield
 
 
 @contextmanager
@@ -280,8 +305,9 @@ def local_airflow(
         Where the running Airflow is and how to log in.
 
     Raises:
-        AirflowError: A component exited or did not become healthy in time.
-        ConfigError: Airflow is not installed, or the given port is taken.
+        AirflowError: A component exited or did not become healthy in time, the port is taken, or
+            another trial runs from the same home.
+        ConfigError: Airflow is not installed.
     """
     from pipelines.store.cache import cache_url
 
@@ -289,14 +315,49 @@ def local_airflow(
     airflow_home = home / "airflow"
     logs = airflow_home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    data_dir = (data_dir or home / "data" / "flights").resolve()
-    rows = prepare_data(data_dir)
-    on_step(f"data: {'wrote ' + str(rows) + ' flights to ' if rows else ''}{data_dir}")
-    url = cache_url(settings)
-    on_step(f"cache: {'PREDCACHE_DATABASE_URL' if settings.database_url else settings.embedded_pgdata}")
-    env = airflow_env(airflow_home=airflow_home, port=port or 0, cache_url=url, data_dir=data_dir)
-    on_step(f"airflow: AIRFLOW_HOME={airflow_home}, migrating its metadata database")
-    with (logs / "db-migrate.out").open("ab") as out:
+    with _only_trial(airflow_home):
+        data_dir = (data_dir or home / "data" / "flights").resolve()
+        rows = prepare_data(data_dir)
+        on_step(f"data: {'wrote ' + str(rows) + ' flights to ' if rows else ''}{data_dir}")
+        url = cache_url(settings)
+        on_step(f"cache: {'PREDCACHE_DATABASE_URL' if settings.database_url else settings.embedded_pgdata}")
+        env = airflow_env(airflow_home=airflow_home, port=port or 0, cache_url=url, data_dir=data_dir)
+        on_step(f"airflow: AIRFLOW_HOME={airflow_home}, migrating its metadata database")
+        _migrate(env, logs / "db-migrate.out")
+        components = _Components(env, logs)
+        try:
+            base = f"http://{HOST}:{_start_api_server(components, port)}"
+            for name in BACKGROUND_COMPONENTS:
+                components.start(name, name)
+            on_step(f"airflow: starting the scheduler, DAG processor and triggerer (logs in {logs})")
+            _wait(
+                partial(_healthy, base, HEALTH_COMPONENTS),
+                components,
+                timeout=READY_TIMEOUT_SECONDS,
+                what="the Airflow scheduler, DAG processor and triggerer",
+            )
+            # Written by the API server on its first start, as `airflow standalone` relies on.
+            password_file = Path(env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE") or "")
+            if not password_file.name:
+                password_file = airflow_home / PASSWORD_FILE
+            password = json.loads(password_file.read_text())[ADMIN_USER]
+            yield LocalAirflow(
+                url=base,
+                user=ADMIN_USER,
+                password=str(password),
+                password_file=password_file,
+                airflow_home=airflow_home,
+                logs=logs,
+                data_dir=data_dir,
+                check=components.check_alive,
+            )
+        finally:
+            components.stop()
+
+
+def _migrate(env: dict[str, str], log: Path) -> None:
+    """``airflow db migrate`` (creates the SQLite metadata database and airflow.cfg on first use)."""
+    with log.open("wb") as out:
         migrated = subprocess.run(
             [str(airflow_bin()), "db", "migrate"],
             env=env,
@@ -306,35 +367,7 @@ def local_airflow(
             timeout=MIGRATE_TIMEOUT_SECONDS,
         )
     if migrated.returncode != 0:
-        raise AirflowError(f"`airflow db migrate` failed; see {logs / 'db-migrate.out'}")
-    components = _Components(env, logs)
-    try:
-        chosen = _start_api_server(components, env, port)
-        base = f"http://{HOST}:{chosen}"
-        for name in BACKGROUND_COMPONENTS:
-            components.start(name, name)
-        on_step(f"airflow: starting the scheduler, DAG processor and triggerer (logs in {logs})")
-        _wait(
-            partial(_healthy, base, HEALTH_COMPONENTS),
-            components,
-            timeout=READY_TIMEOUT_SECONDS,
-            what="the Airflow scheduler, DAG processor and triggerer",
-        )
-        configured = env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE")
-        password_file = Path(configured) if configured else airflow_home / PASSWORD_FILE
-        passwords = json.loads(password_file.read_text())
-        yield LocalAirflow(
-            url=base,
-            user=ADMIN_USER,
-            password=str(passwords[ADMIN_USER]),
-            password_file=password_file,
-            airflow_home=airflow_home,
-            logs=logs,
-            data_dir=data_dir,
-            check=components.check_alive,
-        )
-    finally:
-        components.stop()
+        raise AirflowError(f"`airflow db migrate` failed ({_last_line(log)}); see {log}")
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:

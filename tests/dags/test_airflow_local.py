@@ -26,6 +26,9 @@ import httpx
 import psutil
 import pytest
 
+from pipelines.airflow_local import AirflowError, _only_trial, airflow_env, free_port, prepare_data
+from pipelines.resources import dags_dir
+
 REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "batch_predict_flights_delay"
 TASKS = ("check_input", "plan", "score", "verify", "publish", "observe")
@@ -46,8 +49,6 @@ START_SECONDS = 300.0
 RUN_SECONDS = 300.0
 STOP_SECONDS = 90.0
 PAGE_TIMEOUT_MS = 60_000
-
-pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
 
 class Trial:
@@ -228,6 +229,8 @@ def _grid_screenshot(trial: Trial, out: Path) -> dict[str, object]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
+@pytest.mark.airflow
+@pytest.mark.slow
 def test_a_day_triggered_through_the_api_shows_as_successful_in_the_grid(
     trial: Trial, tmp_path: Path
 ) -> None:
@@ -240,6 +243,8 @@ def test_a_day_triggered_through_the_api_shows_as_successful_in_the_grid(
     assert "State: Success" in str(seen["tooltip"]), seen["tooltip"]
 
 
+@pytest.mark.airflow
+@pytest.mark.slow
 def test_ctrl_c_stops_airflow_and_everything_it_started(trial: Trial) -> None:
     started = trial.ensure_running().processes()
     assert len(started) >= 5  # the trial, API server, scheduler, DAG processor, triggerer (+ PostgreSQL)
@@ -249,3 +254,43 @@ def test_ctrl_c_stops_airflow_and_everything_it_started(trial: Trial) -> None:
     assert code == 0, trial.output()[-3000:]
     assert trial.output().rstrip().endswith("Airflow stopped.")
     assert _still_running(started) == []
+
+
+def test_the_trial_binds_loopback_and_wires_its_home_dags_and_cache(tmp_path: Path) -> None:
+    env = airflow_env(
+        airflow_home=tmp_path / "airflow", port=8123, cache_url="postgresql://x", data_dir=tmp_path
+    )
+    assert (env["AIRFLOW__API__HOST"], env["AIRFLOW__API__PORT"]) == ("127.0.0.1", "8123")
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:8123/execution/"
+    assert env["AIRFLOW_HOME"] == str(tmp_path / "airflow")
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(dags_dir())
+    assert (env["PREDCACHE_DATABASE_URL"], env["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"]) == (
+        "postgresql://x",
+        "False",
+    )
+
+
+def test_a_parallelism_the_user_set_wins_over_the_trials_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW__CORE__PARALLELISM", "7")
+    env = airflow_env(airflow_home=tmp_path, port=8123, cache_url="postgresql://x", data_dir=tmp_path)
+    assert env["AIRFLOW__CORE__PARALLELISM"] == "7"
+
+
+def test_data_already_holding_days_is_not_written_again(tmp_path: Path) -> None:
+    (tmp_path / f"date={DAY}").mkdir()
+    assert prepare_data(tmp_path) == 0
+    assert [p.name for p in tmp_path.iterdir()] == [f"date={DAY}"]
+
+
+def test_a_second_trial_on_the_same_home_is_refused(tmp_path: Path) -> None:
+    with _only_trial(tmp_path), pytest.raises(AirflowError, match="already runs"), _only_trial(tmp_path):
+        pass
+
+
+def test_free_port_is_bindable_on_loopback() -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", free_port()))
