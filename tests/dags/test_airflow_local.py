@@ -60,6 +60,8 @@ class Trial:
         self.log = home / "trial.out"
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = self.user = self.password = ""
+        #: Every process seen once the trial was up: found again even if the trial itself died.
+        self.seen: list[psutil.Process] = []
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -86,6 +88,7 @@ class Trial:
         login = re.search(r"login:\s+(\S+) / (\S+)", banner)
         assert ui and login, banner
         self.url, self.user, self.password = ui.group(1), login.group(1), login.group(2)
+        self.seen += self.processes()
         return self
 
     def processes(self) -> list[psutil.Process]:
@@ -113,11 +116,15 @@ class Trial:
             self.proc.send_signal(signal.SIGINT)
             with suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=STOP_SECONDS)
-        left = [p for p in self.processes() if p.is_running()]
-        for proc in left:
+        left: dict[int, psutil.Process] = {}
+        for proc in [*self.seen, *self.processes()]:
+            with suppress(psutil.NoSuchProcess):
+                if proc.is_running():
+                    left |= {p.pid: p for p in [proc, *proc.children(recursive=True)]}
+        for proc in left.values():
             with suppress(psutil.NoSuchProcess):
                 proc.kill()
-        psutil.wait_procs(left, timeout=10)
+        psutil.wait_procs(list(left.values()), timeout=10)
         if self.proc is not None:
             self.proc.wait()
 
