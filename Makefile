@@ -1,11 +1,11 @@
-# The documented entry points: `make demo`, `make test`, `make lint`, `make bench`.
+# The documented entry points: `make demo`, `make test`, `make airflow`, `make lint`, `make bench`.
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench venv clean
+.PHONY: demo test airflow lint bench venv clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 (or run make PYTHON=/path/to/python3.11)"; exit 2; }
@@ -21,6 +21,9 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/predcache demo
+
+airflow: $(STAMP)
+	$(BIN)/predcache airflow
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

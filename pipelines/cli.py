@@ -299,6 +299,13 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_airflow(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.airflow_local import run_until_interrupted
+
+    run_until_interrupted(settings, port=args.port, data_dir=args.data_dir)
+    return 0
+
+
 # --- parser -------------------------------------------------------------------------------------
 
 
@@ -404,6 +411,14 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=_positive, default=8000)
     sv.add_argument("--workers", type=_positive, default=1)
+
+    af = add("airflow", cmd_airflow, "a local Airflow with the predcache DAGs on this cache, until Ctrl-C")
+    af.add_argument("--port", type=_positive, help="UI/API port on 127.0.0.1 (default: a free one)")
+    af.add_argument(
+        "--data-dir",
+        type=Path,
+        help="day-partitioned flights for the DAG (default: PREDCACHE_HOME/data/flights)",
+    )
     return parser
 
 

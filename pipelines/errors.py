@@ -42,6 +42,10 @@ class EngineError(PredcacheError):
     """The execution engine (Beam, Spark) failed or is unavailable."""
 
 
+class AirflowError(PredcacheError):
+    """The local Airflow (`predcache airflow`) did not start or a component of it stopped."""
+
+
 class RejectThresholdError(PredcacheError):
     """More rows were rejected than the run allows."""
 

@@ -19,3 +19,8 @@ def sql_dir() -> Path:
 def bundled_models_dir() -> Path:
     """The folder of models that ship with predcache (the reference model)."""
     return _CHECKOUT / "models"
+
+
+def dags_dir() -> Path:
+    """The folder of the Airflow DAG files (``predcache_dags.py`` and its config)."""
+    return _CHECKOUT / "dags"
