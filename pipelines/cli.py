@@ -285,6 +285,36 @@ def cmd_runs_show(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gc(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.store.cache import cache_url
+    from pipelines.store.db import connection
+    from pipelines.store.retention import collect_garbage
+
+    with connection(cache_url(settings), autocommit=True) as conn:
+        result = collect_garbage(
+            conn,
+            model=args.model,
+            keep_versions=args.keep_versions if args.keep_versions is not None else settings.gc_keep_versions,
+            keep_days=args.keep_days if args.keep_days is not None else settings.gc_keep_days,
+            dry_run=args.dry_run,
+        )
+    if args.json:
+        print(json.dumps({**result.__dict__, "runs": [run.__dict__ for run in result.runs]}))
+    else:
+        print(result.summary())
+    return 0
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
+    return value
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.api.server import serve
 
@@ -399,6 +429,17 @@ def build_parser() -> argparse.ArgumentParser:
     rs = add("show", cmd_runs_show, "one run with its shard progress and reject reasons", runs)
     rs.add_argument("run_id", type=int)
     rs.add_argument("--json", action="store_true")
+
+    gc = add("gc", cmd_gc, "delete unpublished, failed and superseded runs; drop old versions' partitions")
+    gc.add_argument("--model", help="only this model (default: every model)")
+    gc.add_argument(
+        "--keep-versions", type=_positive, help="newest versions kept per model (default: PREDCACHE_GC_KEEP_VERSIONS)"
+    )
+    gc.add_argument(
+        "--keep-days", type=_non_negative, help="rollback window in days (default: PREDCACHE_GC_KEEP_DAYS)"
+    )
+    gc.add_argument("--dry-run", action="store_true", help="report what would be deleted, delete nothing")
+    gc.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
 
     sv = add("serve", cmd_serve, "serve the HTTP lookup API (read-only)")
     sv.add_argument("--host", default="127.0.0.1")
