@@ -180,7 +180,7 @@ def build_dag(spec: DagSpec, config: DagsConfig) -> DAG:
     return predcache_dag()
 
 
-#: Retention runs once a day; its options are the settings' (PREDCACHE_GC_KEEP_VERSIONS, PREDCACHE_GC_KEEP_DAYS).
+#: Retention runs once a day with the settings' options (PREDCACHE_GC_KEEP_VERSIONS, PREDCACHE_GC_KEEP_DAYS).
 MAINTENANCE_DAG_ID = "predcache_maintenance"
 MAINTENANCE_START = datetime(2024, 1, 1, tzinfo=UTC)
 

@@ -78,10 +78,18 @@ def _print_summary(summary: Any, as_json: bool) -> None:
 
 
 def cmd_db_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.store.db import migrate, resolve_url
+    from pipelines.store.db import connection, migrate, resolve_url
+    from pipelines.store.roles import API_ROLE, prepare_api_login
 
-    applied = migrate(resolve_url(settings.database_url, settings.embedded_pgdata))
+    url = resolve_url(settings.database_url, settings.embedded_pgdata)
+    applied = migrate(url)
     print(f"schema up to date ({', '.join(applied) if applied else 'nothing to apply'})")
+    with connection(url) as conn:
+        _, login = prepare_api_login(conn, settings, url)
+    print(
+        f"API login role {API_ROLE}: password from {login.source}; `predcache serve` derives its URL, or set "
+        f"PREDCACHE_API_DATABASE_URL=postgresql://{API_ROLE}:<password>@<host>:<port>/<database>"
+    )
     return 0
 
 
@@ -318,7 +326,9 @@ def _non_negative(text: str) -> float:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.api.server import serve
 
-    serve(settings, host=args.host, port=args.port, workers=args.workers)
+    serve(
+        settings, host=args.host, port=args.port, workers=args.workers, allow_anonymous=args.allow_anonymous
+    )
     return 0
 
 
@@ -433,7 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     gc = add("gc", cmd_gc, "delete unpublished, failed and superseded runs; drop old versions' partitions")
     gc.add_argument("--model", help="only this model (default: every model)")
     gc.add_argument(
-        "--keep-versions", type=_positive, help="newest versions kept per model (default: PREDCACHE_GC_KEEP_VERSIONS)"
+        "--keep-versions",
+        type=_positive,
+        help="newest versions kept per model (default: PREDCACHE_GC_KEEP_VERSIONS)",
     )
     gc.add_argument(
         "--keep-days", type=_non_negative, help="rollback window in days (default: PREDCACHE_GC_KEEP_DAYS)"
@@ -445,6 +457,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=_positive, default=8000)
     sv.add_argument("--workers", type=_positive, default=1)
+    sv.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="serve a non-loopback --host without PREDCACHE_API_KEYS (then anyone may read predictions)",
+    )
     return parser
 
 

@@ -147,7 +147,9 @@ def _collect_model(
         keep_version_names.add(str(active[0]))
     versions = conn.execute(
         "SELECT v.version_id, v.version, "
-        "EXISTS (SELECT 1 FROM runs r WHERE r.version_id = v.version_id AND " + _LAST_ACTIVITY + " >= now() - %s)"
+        "EXISTS (SELECT 1 FROM runs r WHERE r.version_id = v.version_id AND "
+        + _LAST_ACTIVITY
+        + " >= now() - %s)"
         " FROM model_versions v WHERE v.model = %s ORDER BY v.version_id DESC",
         (window, model),
     ).fetchall()
@@ -216,7 +218,10 @@ def _superseded(
     of whose keys are in a later run that stays published through every rollback of the window
     can never be shown again.
     """
-    if boundary is None or not (conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone() or [0])[0]:
+    if (
+        boundary is None
+        or not (conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone() or [0])[0]
+    ):
         return []
     published = conn.execute(
         "SELECT r.run_id, r.status FROM runs r WHERE r.version_id = %s AND " + _standing("r") + " "

@@ -1,4 +1,4 @@
-"""`predcache gc` (pipelines/store/retention.py) on a real PostgreSQL, with runs written through the ledger."""
+"""`predcache gc` (pipelines/store/retention.py) on a real PostgreSQL; runs written through the ledger."""
 
 from __future__ import annotations
 
@@ -142,7 +142,9 @@ def test_gc_keeps_current_and_previous_publish_so_one_rollback_still_works(url: 
     newest_v2 = _run(url, toy, "2")
     _publish(url, "2", newest_v2)
     result = _gc(url)
-    assert [r.run_id for r in result.runs] == [first]  # superseded by `second`, older than the previous publish
+    assert [r.run_id for r in result.runs] == [
+        first
+    ]  # superseded by `second`, older than the previous publish
     assert _visible_runs(url) == {newest_v2}
     with connection(url, autocommit=True) as conn:
         rollback(conn, model="toy")
