@@ -64,9 +64,17 @@ BEGIN
         GRANT predcache_reader TO predcache_api;
     END IF;
     -- Server-side limits: a runaway lookup ends after 5 s whatever the client's timeout says.
-    ALTER ROLE predcache_api SET statement_timeout = '5s';
-    ALTER ROLE predcache_api SET idle_in_transaction_session_timeout = '30s';
-    ALTER ROLE predcache_api SET default_transaction_read_only = on;
+    -- Set only when missing: the role is cluster-wide and other databases may migrate concurrently.
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
+        WHERE r.rolname = 'predcache_api' AND s.setdatabase = 0
+          AND s.setconfig @> ARRAY['statement_timeout=5s', 'idle_in_transaction_session_timeout=30s',
+                                   'default_transaction_read_only=on']
+    ) THEN
+        ALTER ROLE predcache_api SET statement_timeout = '5s';
+        ALTER ROLE predcache_api SET idle_in_transaction_session_timeout = '30s';
+        ALTER ROLE predcache_api SET default_transaction_read_only = on;
+    END IF;
 EXCEPTION WHEN insufficient_privilege THEN
     RAISE WARNING 'predcache: % may not manage predcache_api (%); see `predcache db migrate`', current_user, SQLERRM;
 END

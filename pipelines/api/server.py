@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import socket
+import sys
+from types import FrameType
 
 from starlette.applications import Starlette
 
@@ -56,6 +59,10 @@ def check_exposure(host: str, *, api_keys: str, allow_anonymous: bool) -> None:
     )
 
 
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    sys.exit(128 + signum)
+
+
 def app_from_environment() -> Starlette:
     """uvicorn's factory in each worker process (``--workers`` > 1): settings come from the environment."""
     return create_app(Settings())
@@ -76,6 +83,11 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, allow_anony
     """
     check_exposure(host, api_keys=settings.api_keys, allow_anonymous=allow_anonymous)
     import uvicorn
+
+    # uvicorn re-raises SIGTERM after its graceful shutdown; with the default disposition the
+    # process would die without running atexit hooks (the embedded server's handle release).
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
     options = {
         "host": host,

@@ -91,6 +91,8 @@ def set_api_password(conn: psycopg.Connection[Any], password: str) -> None:
         raise ConfigError(
             f"the database has no role {API_ROLE} (the migrating user may not create roles); {_ADMIN_HINT}"
         )
+    if _has_password(conn, password):
+        return  # unchanged: no write to the cluster-wide role (other databases may be migrating)
     try:
         conn.execute(
             sql.SQL("ALTER ROLE {} PASSWORD {}").format(
@@ -99,6 +101,25 @@ def set_api_password(conn: psycopg.Connection[Any], password: str) -> None:
         )
     except psycopg.errors.InsufficientPrivilege as exc:
         raise ConfigError(f"this login may not set the password of {API_ROLE}; {_ADMIN_HINT}") from exc
+
+
+def _has_password(conn: psycopg.Connection[Any], password: str) -> bool:
+    """Whether the role's stored verifier is this password's (False when unreadable: not a superuser)."""
+    try:
+        with conn.transaction():
+            row = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (API_ROLE,)).fetchone()
+    except psycopg.errors.InsufficientPrivilege:
+        return False
+    stored = str(row[0]) if row and row[0] else ""
+    if not stored.startswith("SCRAM-SHA-256$"):
+        return False
+    try:
+        iterations, salt = stored.split("$")[1].split(":")
+        return hmac.compare_digest(
+            scram_verifier(password, salt=base64.b64decode(salt), iterations=int(iterations)), stored
+        )
+    except ValueError:
+        return False
 
 
 def api_url(owner_url: str, password: str) -> str:
