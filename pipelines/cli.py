@@ -84,8 +84,15 @@ def cmd_db_migrate(settings: Settings, args: argparse.Namespace) -> int:
     url = resolve_url(settings.database_url, settings.embedded_pgdata)
     applied = migrate(url)
     print(f"schema up to date ({', '.join(applied) if applied else 'nothing to apply'})")
-    with connection(url) as conn:
-        _, login = prepare_api_login(conn, settings, url)
+    try:
+        with connection(url) as conn:
+            _, login = prepare_api_login(conn, settings, url)
+    except ConfigError as exc:
+        if not settings.api_database_url:
+            raise
+        # An administrator manages the API's login; the schema is done, so this is only a note.
+        print(f"predcache: warning: {exc}", file=sys.stderr)
+        return 0
     print(
         f"API login role {API_ROLE}: password from {login.source}; `predcache serve` derives its URL, or set "
         f"PREDCACHE_API_DATABASE_URL=postgresql://{API_ROLE}:<password>@<host>:<port>/<database>"

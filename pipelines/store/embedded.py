@@ -207,7 +207,7 @@ class EmbeddedServer:
     def __init__(self, configured: Path) -> None:
         self.user = _server_user()
         self.configured = configured.expanduser().absolute()
-        self.pgdata = data_dir(self.configured, self.user)
+        self.pgdata = self.configured.resolve()  # the real folder once start() has chosen it
         self.lock_path = self.configured.parent / f".{self.configured.name}.lock"
         self.socket_dir: Path | None = None
         self._registered = False
@@ -219,14 +219,26 @@ class EmbeddedServer:
         return f"postgresql://postgres:@/postgres?host={self.socket_dir}"
 
     def start(self) -> None:
-        """Start the server (initialising the data directory if new), or join the running one."""
+        """Start the server (initialising the data directory if new), or join the running one.
+
+        Raises:
+            StoreError: it cannot start, or the running one has its socket in a shared folder.
+        """
+        self.configured.parent.mkdir(parents=True, exist_ok=True)
         with _locked(self.lock_path):
+            self.pgdata = data_dir(self.configured, self.user)
             self._init_data()
             running = _postmaster(self.pgdata)
             if running is not None and running[1] is not None:
                 self.socket_dir = running[1]
-                if self.socket_dir != self.pgdata:
-                    private_dir(self.socket_dir, self.user)  # joined servers obey the same rule
+                if self.socket_dir != self.pgdata:  # joined servers obey the same rule
+                    try:
+                        private_dir(self.socket_dir, self.user)
+                    except StoreError as exc:
+                        raise StoreError(
+                            f"the PostgreSQL running on {self.pgdata} (started by an older predcache?) has "
+                            f"its socket in a shared folder; stop it (pg_ctl -D {self.pgdata} stop) and rerun"
+                        ) from exc
             else:
                 self.socket_dir = _socket_dir(self.pgdata, self.user)
                 options = f"-h '' -k {shlex.quote(str(self.socket_dir))}"
