@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pyarrow as pa
 import pytest
 
@@ -26,14 +27,23 @@ KEYS = [f"2013-07-01_{i:05d}" for i in range(N_KEYS)]
 RERUNS = 100
 
 
-def _table() -> pa.Table:
-    return pa.table({"id": KEYS, "x": [i / 500 for i in range(N_KEYS)], "n": [i % 3 for i in range(N_KEYS)]})
+def _table(keys: slice) -> pa.Table:
+    ids = range(N_KEYS)[keys]
+    return pa.table({"id": [KEYS[i] for i in ids], "x": [i / 500 for i in ids], "n": [i % 3 for i in ids]})
 
 
-def _run(url: str, models_dir: Path, version: str, *, verify: bool = True, fail: bool = False) -> int:
-    """One real run of toy/<version> over KEYS (one shard), through the ledger and the writer."""
+def _run(
+    url: str,
+    models_dir: Path,
+    version: str,
+    *,
+    verify: bool = True,
+    fail: bool = False,
+    keys: slice = slice(None),
+) -> int:
+    """One real run of toy/<version> over KEYS[keys] (one shard), through the ledger and the writer."""
     model = load_model(models_dir, "toy", version)
-    table = _table()
+    table = _table(keys)
     shards = plan_shards(key_hash(table["id"]), 100_000)
     with connection(url, autocommit=True) as conn:
         with conn.transaction():
@@ -149,6 +159,41 @@ def test_gc_keeps_current_and_previous_publish_so_one_rollback_still_works(url: 
     with connection(url, autocommit=True) as conn:
         rollback(conn, model="toy")
     assert _visible_runs(url) == {second}
+
+
+def _served(conn: psycopg.Connection) -> dict[str, tuple[str, int, float]]:
+    rows = conn.execute("SELECT key, version, run_id, score FROM predictions_current WHERE model = 'toy'")
+    return {key: (version, run_id, score) for key, version, run_id, score in rows}
+
+
+def _served_now_and_after_one_rollback(url: str) -> tuple[dict, dict]:  # type: ignore[type-arg]
+    with connection(url) as conn:
+        now = _served(conn)
+        rollback(conn, model="toy")  # inside this uncommitted transaction only
+        after = _served(conn)
+        conn.rollback()
+    return now, after
+
+
+@pytest.mark.parametrize(
+    ("keep_versions", "reasons"),
+    [(1, {"dropped version"}), (2, {"superseded", "unpublished"})],
+)
+def test_gc_never_changes_what_is_served_or_what_one_rollback_would_serve(
+    url: str, toy: Path, keep_versions: int, reasons: set[str]
+) -> None:
+    first_half, second_half, middle = slice(0, 1000), slice(1000, None), slice(500, 1500)
+    for version, keys in [("1", first_half), ("1", second_half), ("1", middle), ("1", first_half)]:
+        _publish(url, version, _run(url, toy, version, keys=keys))
+    _run(url, toy, "1", fail=True, keys=middle)
+    for keys in (second_half, middle):
+        _publish(url, "2", _run(url, toy, "2", keys=keys))
+    _publish(url, "2", _run(url, toy, "2", keys=first_half))
+    before = _served_now_and_after_one_rollback(url)
+    result = _gc(url, keep_versions=keep_versions)
+    assert {r.reason for r in result.runs} == reasons
+    assert _served_now_and_after_one_rollback(url) == before
+    assert len(before[0]) == N_KEYS and {v for v, _, _ in before[0].values()} == {"2"}
 
 
 def test_gc_deletes_failed_rolled_back_and_unpublished_runs_but_keeps_a_live_one(url: str, toy: Path) -> None:
