@@ -79,3 +79,19 @@ EXCEPTION WHEN insufficient_privilege THEN
     RAISE WARNING 'predcache: % may not manage predcache_api (%); see `predcache db migrate`', current_user, SQLERRM;
 END
 $$;
+
+-- Analysts given a login on predcache_reader itself (see docs/sql_lookup.md) get a server-side
+-- limit too; role settings apply to the login role of a session, hence one for each.
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
+        WHERE r.rolname = 'predcache_reader' AND s.setdatabase = 0
+          AND s.setconfig @> ARRAY['statement_timeout=1min']
+    ) THEN
+        ALTER ROLE predcache_reader SET statement_timeout = '1min';
+    END IF;
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE WARNING 'predcache: % may not set statement_timeout of predcache_reader (%)', current_user, SQLERRM;
+END
+$$;

@@ -88,12 +88,17 @@ def test_tables_created_later_are_not_granted_to_readers(api_cache, api_login_ur
             owner.execute("DROP TABLE later_secrets")
 
 
-def test_api_role_has_a_server_side_statement_timeout(api_login_url: str) -> None:
+def test_reader_roles_have_a_server_side_statement_timeout(api_cache, api_login_url: str) -> None:  # type: ignore[no-untyped-def]
     with psycopg.connect(api_login_url) as conn:
         settings = conn.execute(
             "SELECT current_setting('statement_timeout'), current_setting('default_transaction_read_only')"
         ).fetchone()
-    assert settings == ("5s", "on")
+    with connection(api_cache.url) as owner:
+        reader = owner.execute(
+            "SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole "
+            "WHERE r.rolname = 'predcache_reader' AND s.setdatabase = 0"
+        ).fetchone()
+    assert settings == ("5s", "on") and reader == (["statement_timeout=1min"],)
 
 
 def test_api_pool_sessions_run_as_the_api_role_in_read_only_transactions(api_login_url: str) -> None:
