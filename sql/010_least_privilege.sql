@@ -26,24 +26,10 @@ JOIN publishes p ON p.publish_id = a.publish_id;
 
 ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE SELECT ON TABLES FROM predcache_reader;
 
-REVOKE ALL ON predictions, publishes, model_versions, runs, run_shards, run_stats, rejects
-FROM predcache_reader;
-DO $$
-DECLARE
-    part regclass;
-BEGIN
-    FOR part IN SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent = 'predictions'::regclass LOOP
-        EXECUTE format('REVOKE ALL ON %s FROM predcache_reader', part);
-    END LOOP;
-    -- Partitions not attached yet (a version whose first run is not verified) were granted by the
-    -- default privileges too.
-    FOR part IN SELECT c.oid::regclass FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                 WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname ~ '^predictions_v[0-9]+$' LOOP
-        EXECUTE format('REVOKE ALL ON %s FROM predcache_reader', part);
-    END LOOP;
-END
-$$;
-
+-- Everything sql/003 and its default privileges granted (the ledger, rejects, every partition, and
+-- any table an earlier migration added), then back only what lookups read. A feature whose API
+-- endpoint reads another object grants it explicitly in its own migration.
+REVOKE ALL ON ALL TABLES IN SCHEMA public FROM predcache_reader;
 GRANT SELECT ON predictions_current, predictions_published, served_models, active_versions TO predcache_reader;
 
 DO $$

@@ -151,3 +151,18 @@ def test_scram_verifier_matches_the_one_postgresql_computes(api_cache) -> None: 
 def test_api_lookup_query_is_the_cli_query_with_dollar_placeholders() -> None:
     assert LOOKUP_QUERY == LOOKUP_SQL.replace("%s", "$1", 1).replace("%s", "$2", 1)
     assert to_dollar_params("a = %s AND b = %s OR c = %s") == "a = $1 AND b = $2 OR c = $3"
+
+
+def test_db_migrate_says_where_the_api_password_is_and_never_prints_it(
+    api_cache, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from pipelines.cli import main
+
+    monkeypatch.setenv("PREDCACHE_DATABASE_URL", api_cache.url)
+    monkeypatch.setenv("PREDCACHE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("PREDCACHE_API_DB_PASSWORD", raising=False)
+    monkeypatch.delenv("PREDCACHE_API_DATABASE_URL", raising=False)
+    assert main(["db", "migrate"]) == 0
+    out = capsys.readouterr().out
+    password = (tmp_path / "home" / "api_db_password").read_text().strip()
+    assert f"password from {tmp_path / 'home' / 'api_db_password'}" in out and password not in out
