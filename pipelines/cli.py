@@ -78,10 +78,25 @@ def _print_summary(summary: Any, as_json: bool) -> None:
 
 
 def cmd_db_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.store.db import migrate, resolve_url
+    from pipelines.store.db import connection, migrate, resolve_url
+    from pipelines.store.roles import API_ROLE, prepare_api_login
 
-    applied = migrate(resolve_url(settings.database_url, settings.embedded_pgdata))
+    url = resolve_url(settings.database_url, settings.embedded_pgdata)
+    applied = migrate(url)
     print(f"schema up to date ({', '.join(applied) if applied else 'nothing to apply'})")
+    try:
+        with connection(url) as conn:
+            _, login = prepare_api_login(conn, settings, url)
+    except ConfigError as exc:
+        if not settings.api_database_url:
+            raise
+        # An administrator manages the API's login; the schema is done, so this is only a note.
+        print(f"predcache: warning: {exc}", file=sys.stderr)
+        return 0
+    print(
+        f"API login role {API_ROLE}: password from {login.source}; `predcache serve` derives its URL, or set "
+        f"PREDCACHE_API_DATABASE_URL=postgresql://{API_ROLE}:<password>@<host>:<port>/<database>"
+    )
     return 0
 
 
@@ -285,10 +300,42 @@ def cmd_runs_show(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gc(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.store.cache import cache_url
+    from pipelines.store.db import connection
+    from pipelines.store.retention import collect_garbage
+
+    with connection(cache_url(settings), autocommit=True) as conn:
+        result = collect_garbage(
+            conn,
+            model=args.model,
+            keep_versions=args.keep_versions if args.keep_versions is not None else settings.gc_keep_versions,
+            keep_days=args.keep_days if args.keep_days is not None else settings.gc_keep_days,
+            dry_run=args.dry_run,
+        )
+    if args.json:
+        print(json.dumps({**result.__dict__, "runs": [run.__dict__ for run in result.runs]}))
+    else:
+        print(result.summary())
+    return 0
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
+    return value
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.api.server import serve
 
-    serve(settings, host=args.host, port=args.port, workers=args.workers)
+    serve(
+        settings, host=args.host, port=args.port, workers=args.workers, allow_anonymous=args.allow_anonymous
+    )
     return 0
 
 
@@ -407,10 +454,28 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("run_id", type=int)
     rs.add_argument("--json", action="store_true")
 
+    gc = add("gc", cmd_gc, "delete unpublished, failed and superseded runs; drop old versions' partitions")
+    gc.add_argument("--model", help="only this model (default: every model)")
+    gc.add_argument(
+        "--keep-versions",
+        type=_positive,
+        help="newest versions kept per model (default: PREDCACHE_GC_KEEP_VERSIONS)",
+    )
+    gc.add_argument(
+        "--keep-days", type=_non_negative, help="rollback window in days (default: PREDCACHE_GC_KEEP_DAYS)"
+    )
+    gc.add_argument("--dry-run", action="store_true", help="report what would be deleted, delete nothing")
+    gc.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+
     sv = add("serve", cmd_serve, "serve the HTTP lookup API (read-only)")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=_positive, default=8000)
     sv.add_argument("--workers", type=_positive, default=1)
+    sv.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="serve a non-loopback --host without PREDCACHE_API_KEYS (then anyone may read predictions)",
+    )
 
     af = add("airflow", cmd_airflow, "a local Airflow with the predcache DAGs on this cache, until Ctrl-C")
     af.add_argument("--port", type=_positive, help="UI/API port on 127.0.0.1 (default: a free one)")

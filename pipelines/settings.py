@@ -18,6 +18,10 @@ DEFAULT_BATCH_ROWS = 8_192
 DEFAULT_ORT_THREADS = 1
 DEFAULT_MAX_REJECT_FRACTION = 0.2
 DEFAULT_BEAM_WAVE_ROWS = 2_500_000
+#: Retention (`predcache gc`): newest versions per model whose partitions are always kept.
+DEFAULT_GC_KEEP_VERSIONS = 2
+#: Retention: the rollback window in days (publishes and runs younger than this are kept).
+DEFAULT_GC_KEEP_DAYS = 7.0
 
 
 class Settings(BaseSettings):
@@ -36,6 +40,14 @@ class Settings(BaseSettings):
             (the DirectRunner holds a shuffle in memory: this bounds peak memory).
         spark_master: Spark master URL (``local[*]`` or ``spark://host:7077``).
         api_keys: Comma-separated API keys for the lookup API; empty means no key required.
+        api_database_url: PostgreSQL URL the lookup API logs in with (the SELECT-only
+            ``predcache_api`` role). Unset: derived from ``database_url`` (or the embedded
+            server) with the role's password (``api_db_password``, or the one ``db migrate``
+            generated and stored in ``home/api_db_password``).
+        api_db_password: Password ``db migrate`` gives the ``predcache_api`` role. Unset: a
+            generated one, kept in ``home/api_db_password`` (mode 0600).
+        gc_keep_versions: `predcache gc`: newest versions per model whose partitions are kept.
+        gc_keep_days: `predcache gc`: rollback window in days; younger runs and publishes are kept.
     """
 
     model_config = SettingsConfigDict(env_prefix="PREDCACHE_", extra="forbid")
@@ -51,8 +63,12 @@ class Settings(BaseSettings):
     beam_wave_rows: int = Field(default=DEFAULT_BEAM_WAVE_ROWS, ge=1)
     spark_master: str = "local[*]"
     api_keys: str = ""
+    api_database_url: str | None = None
+    api_db_password: str | None = None
+    gc_keep_versions: int = Field(default=DEFAULT_GC_KEEP_VERSIONS, ge=1)
+    gc_keep_days: float = Field(default=DEFAULT_GC_KEEP_DAYS, ge=0.0)
 
-    @field_validator("database_url")
+    @field_validator("database_url", "api_database_url", "api_db_password")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None

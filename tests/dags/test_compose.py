@@ -85,7 +85,8 @@ def test_cache_and_airflow_metadata_use_separate_databases(services: dict[str, d
 
 
 def test_predcache_services_share_the_same_settings(services: dict[str, dict[str, Any]]) -> None:
-    users = ["api", "predcache-init", "airflow-scheduler", "airflow-api-server", "spark-worker"]
+    # Not "api": it gets only the reader's login (tests/api/test_exposure.py).
+    users = ["predcache-init", "airflow-scheduler", "airflow-api-server", "spark-worker"]
     settings = [{k: v for k, v in _env(services[n]).items() if k.startswith("PREDCACHE_")} for n in users]
     assert all(s == settings[0] for s in settings)
     assert settings[0]["PREDCACHE_SPARK_MASTER"] == "spark://spark-master:7077"
