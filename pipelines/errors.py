@@ -34,6 +34,10 @@ class StoreError(PredcacheError):
     """The PostgreSQL cache refused or could not do what was asked."""
 
 
+class MigrationError(StoreError):
+    """The cache's schema and the shipped migrations disagree (edited, missing or newer migrations)."""
+
+
 class RunStateError(PredcacheError):
     """A run is not in a state that allows the requested step."""
 

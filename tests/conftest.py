@@ -5,18 +5,17 @@ Each test module gets its own fresh database on the server, dropped afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 
 from pipelines.settings import DEFAULT_MODELS_DIR, Settings
+from pipelines.store.scratch import scratch_database
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,20 +49,18 @@ def _stop_embedded(pgdata: Path) -> None:
         server.cleanup()
 
 
-def _admin(url: str) -> psycopg.Connection:
-    return psycopg.connect(url, autocommit=True)
-
-
 @pytest.fixture(scope="module")
 def database_url(pg_server_url: str) -> Iterator[str]:
     """A new, empty database for the test module (the schema is applied by the code under test)."""
-    name = f"pc_test_{uuid.uuid4().hex[:12]}"
-    with _admin(pg_server_url) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_conninfo(pg_server_url, dbname=name)
-    yield url
-    with _admin(pg_server_url) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(pg_server_url, "test") as url:
+        yield url
+
+
+@pytest.fixture()
+def new_database(pg_server_url: str) -> Iterator[Callable[[], str]]:
+    """Factory: a new, empty database per call, for tests that need more than their module's one."""
+    with contextlib.ExitStack() as stack:
+        yield lambda: stack.enter_context(scratch_database(pg_server_url, "test"))
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,8 @@ from pipelines.api.reader import DEFAULT_POOL_SIZE, ReadStore, open_pool
 from pipelines.api.routes import ROUTES, Runtime
 from pipelines.errors import PredcacheError
 from pipelines.settings import Settings
-from pipelines.store.db import migrate, resolve_url
+from pipelines.store.db import resolve_url
+from pipelines.store.migrations import require_head
 
 POOL_CLOSE_TIMEOUT_S = 10.0
 _log = logging.getLogger("pipelines.api")
@@ -37,9 +38,15 @@ def parse_api_keys(text: str) -> tuple[bytes, ...]:
 
 
 def prepare_database(settings: Settings) -> str:
-    """The cache's URL (the embedded server started if none is configured), with schema and reader role."""
+    """The cache's URL (the embedded server started if none is configured), once its schema is current.
+
+    The API never changes the schema (it runs as a reader): `predcache db migrate` does.
+
+    Raises:
+        MigrationError: the schema is not at the newest migration (the message says what to run).
+    """
     url = resolve_url(settings.database_url, settings.embedded_pgdata)
-    migrate(url)
+    require_head(url)
     return url
 
 

@@ -17,10 +17,10 @@ import asyncpg
 from psycopg.conninfo import conninfo_to_dict
 
 from pipelines.errors import ConfigError, StoreError
+from pipelines.store.db import READER_ROLE
 from pipelines.store.lookup import LOOKUP_SQL
+from pipelines.store.urls import libpq_url
 
-#: The role of sql/003_readonly_role.sql; every pooled session runs as it.
-READER_ROLE = "predcache_reader"
 DEFAULT_POOL_SIZE = 8
 ACQUIRE_TIMEOUT_S = 5.0
 QUERY_TIMEOUT_S = 5.0
@@ -82,7 +82,7 @@ def connect_kwargs(url: str) -> dict[str, Any]:
         ConfigError: the URL cannot be parsed.
     """
     try:
-        params = conninfo_to_dict(url)
+        params = conninfo_to_dict(libpq_url(url))
     except Exception as exc:  # psycopg.ProgrammingError; the URL is user input
         raise ConfigError(
             f"cannot parse PREDCACHE_DATABASE_URL ({exc}); use postgresql://user@host:port/db"

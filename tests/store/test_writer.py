@@ -10,7 +10,7 @@ from pipelines.core.model import load_model
 from pipelines.core.score import score_table
 from pipelines.core.shards import plan_shards
 from pipelines.store import ledger
-from pipelines.store.db import connection, migrate
+from pipelines.store.db import connection
 from pipelines.store.writer import write_shard
 
 
@@ -73,11 +73,6 @@ def test_a_new_versions_table_is_attached_and_indexed_when_its_first_run_verifie
         ).fetchall()
         assert [i[0].split(" USING ")[1] for i in indexes] == ["btree (key, run_id)", "btree (run_id)"]
         assert ledger.attach_partition(conn, version_id) is False
-
-
-def test_migrate_twice_applies_nothing_the_second_time(database_url: str) -> None:
-    migrate(database_url)
-    assert migrate(database_url) == []
 
 
 def test_a_shard_written_twice_is_stored_once(planned) -> None:  # type: ignore[no-untyped-def]
