@@ -16,6 +16,7 @@ from pipelines.store.urls import libpq_url
 
 #: The read-only role of sql/003_readonly_role.sql (the lookup API and SQL readers take it).
 READER_ROLE = "predcache_reader"
+CONNECT_TIMEOUT_S = 10
 _embedded: dict[Path, Any] = {}
 
 
@@ -63,10 +64,20 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:
         StoreError: the server cannot be reached or refused the login.
     """
     try:
-        return psycopg.connect(libpq_url(url), autocommit=autocommit, connect_timeout=10, application_name="predcache")
+        return psycopg.connect(
+            libpq_url(url),
+            autocommit=autocommit,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            application_name="predcache",
+        )
     except psycopg.OperationalError as exc:
-        detail = " ".join(str(exc).split())
-        raise StoreError(f"cannot connect to PostgreSQL ({detail}); check PREDCACHE_DATABASE_URL") from exc
+        raise unreachable(exc) from exc
+
+
+def unreachable(exc: BaseException) -> StoreError:
+    """The error for a driver's failed connection (psycopg, psycopg2): its whole message on one line."""
+    detail = " ".join(str(exc).split())
+    return StoreError(f"cannot connect to PostgreSQL ({detail}); check PREDCACHE_DATABASE_URL")
 
 
 @contextlib.contextmanager

@@ -27,7 +27,6 @@ from alembic import op
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext, RevisionStep
 from alembic.script import Script, ScriptDirectory
-
 from alembic.util import CommandError
 from sqlalchemy import create_engine, pool, text
 
@@ -45,6 +44,7 @@ _CREATE_CHECKSUM_TABLE = (
     f"CREATE TABLE IF NOT EXISTS {CHECKSUM_TABLE} (name text PRIMARY KEY, sha256 text NOT NULL, "
     "applied_at timestamptz NOT NULL DEFAULT now())"
 )
+_UPGRADE = "upgrade predcache"
 _FIX_EDITED = "migrations are append-only: restore the file and put the change in a new sql/NNN_name.sql"
 
 
@@ -111,7 +111,9 @@ def migrate(url: str, *, folder: Path | None = None) -> list[str]:
         with engine.begin() as conn:
             conn.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": MIGRATION_LOCK})
             conn.exec_driver_sql(_CREATE_CHECKSUM_TABLE)
-            recorded = dict(conn.exec_driver_sql(f"SELECT name, sha256 FROM {CHECKSUM_TABLE}").tuples().all())
+            recorded: dict[str, str] = dict(
+                conn.exec_driver_sql(f"SELECT name, sha256 FROM {CHECKSUM_TABLE}").tuples().all()
+            )
             _check_recorded(steps, recorded)
 
             def upgrade_steps(heads: Any, context: MigrationContext) -> list[RevisionStep]:
@@ -127,7 +129,7 @@ def migrate(url: str, *, folder: Path | None = None) -> list[str]:
                 with Operations.context(context):
                     context.run_migrations()
             except CommandError as exc:
-                raise MigrationError(f"cannot migrate the cache ({one_line(exc)}); upgrade predcache") from exc
+                raise MigrationError(f"cannot migrate the cache ({one_line(exc)}); {_UPGRADE}") from exc
     finally:
         engine.dispose()
     return [step.name for step in steps if step.name not in recorded]
@@ -206,8 +208,7 @@ class _Scripts(ScriptDirectory):
         down: str | None = None
         for step in self._steps:
             module = types.ModuleType(f"predcache_sql_{step.revision}", step.name)
-            module.__dict__.update(
-                revision=step.revision, down_revision=down, upgrade=partial(_apply, step), downgrade=_no_downgrade
-            )
+            module.__dict__.update(revision=step.revision, down_revision=down)
+            module.__dict__.update(upgrade=partial(_apply, step), downgrade=_no_downgrade)
             yield Script(module, step.revision, step.path)
             down = step.revision

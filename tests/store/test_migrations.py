@@ -41,7 +41,9 @@ def test_the_shipped_migrations_bring_a_new_database_to_head_once(new_database: 
     require_head(url)
 
 
-def test_a_file_dropped_into_the_folder_is_the_next_revision(new_database: Callable[[], str], tmp_path: Path) -> None:
+def test_a_file_dropped_into_the_folder_is_the_next_revision(
+    new_database: Callable[[], str], tmp_path: Path
+) -> None:
     url = new_database()
     folder = _folder(tmp_path, ("001_first.sql", FIRST))
     assert migrate(url, folder=folder) == ["001_first.sql"]
