@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, flat_message
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ def failure_payload(context: Mapping[str, Any]) -> dict[str, Any]:
         "run_id": getattr(ti, "run_id", None),
         "try_number": getattr(ti, "try_number", None),
         "logical_date": logical_date.isoformat() if logical_date is not None else None,
-        "error": " ".join(str(error).split())[:1000] if error is not None else None,
+        "error": flat_message(error, limit=1000) if error is not None else None,
     }
 
 

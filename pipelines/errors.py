@@ -50,6 +50,15 @@ class RejectThresholdError(PredcacheError):
     """More rows were rejected than the run allows."""
 
 
+def flat_message(exc: BaseException, *, limit: int = 500) -> str:
+    """All of ``exc``'s message on one line (drivers put the cause's detail on later lines).
+
+    For database drivers, whose first line says what failed and later lines (DETAIL, HINT, the
+    host tried) say why; :func:`one_line` suits tracebacks, where the last error line is the cause.
+    """
+    return (" ".join(str(exc).split()) or type(exc).__name__)[:limit]
+
+
 def one_line(exc: BaseException, *, limit: int = 500) -> str:
     """The most telling line of ``exc``'s message, for one-line errors.
 

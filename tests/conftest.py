@@ -56,9 +56,12 @@ def database_url(pg_server_url: str) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def new_database(pg_server_url: str) -> Iterator[Callable[[], str]]:
-    """Factory: a new, empty database per call, for tests that need more than their module's one."""
+    """Factory: a new, empty database per call, for tests that need more than their module's one.
+
+    Every database it made is dropped when the module's tests are done.
+    """
     with contextlib.ExitStack() as stack:
         yield lambda: stack.enter_context(scratch_database(pg_server_url, "test"))
 
@@ -84,7 +87,7 @@ def flights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture()
-def settings_for(tmp_path: Path):  # type: ignore[no-untyped-def]
+def settings_for(tmp_path: Path):
     """Build Settings for a database URL, with local state in the test's tmp folder."""
 
     def make(url: str, **overrides: object) -> Settings:
@@ -180,6 +183,6 @@ def toy_models_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def toy_model_builder():  # type: ignore[no-untyped-def]
+def toy_model_builder():
     """``build_toy_model`` for fixtures that need their own toy versions."""
     return build_toy_model

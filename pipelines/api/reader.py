@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 from psycopg.conninfo import conninfo_to_dict
 
-from pipelines.errors import ConfigError, StoreError
+from pipelines.errors import ConfigError, StoreError, flat_message
 from pipelines.store.db import READER_ROLE
 from pipelines.store.lookup import LOOKUP_SQL
 from pipelines.store.urls import libpq_url
@@ -127,7 +127,7 @@ async def open_pool(url: str, *, size: int = DEFAULT_POOL_SIZE) -> asyncpg.Pool:
 
 
 def _detail(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
+    return flat_message(exc, limit=200)
 
 
 class ReadStore:

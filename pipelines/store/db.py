@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from pipelines.errors import StoreError
+from pipelines.errors import StoreError, flat_message
 from pipelines.store.urls import libpq_url
 
 #: The read-only role of sql/003_readonly_role.sql (the lookup API and SQL readers take it).
@@ -76,8 +76,7 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:
 
 def unreachable(exc: BaseException) -> StoreError:
     """The error for a driver's failed connection (psycopg, psycopg2): its whole message on one line."""
-    detail = " ".join(str(exc).split())
-    return StoreError(f"cannot connect to PostgreSQL ({detail}); check PREDCACHE_DATABASE_URL")
+    return StoreError(f"cannot connect to PostgreSQL ({flat_message(exc)}); check PREDCACHE_DATABASE_URL")
 
 
 @contextlib.contextmanager

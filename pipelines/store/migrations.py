@@ -111,9 +111,8 @@ def migrate(url: str, *, folder: Path | None = None) -> list[str]:
         with engine.begin() as conn:
             conn.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": MIGRATION_LOCK})
             conn.exec_driver_sql(_CREATE_CHECKSUM_TABLE)
-            recorded: dict[str, str] = dict(
-                conn.exec_driver_sql(f"SELECT name, sha256 FROM {CHECKSUM_TABLE}").tuples().all()
-            )
+            rows = conn.exec_driver_sql(f"SELECT name, sha256 FROM {CHECKSUM_TABLE}")
+            recorded: dict[str, str] = {name: sha256 for name, sha256 in rows}
             _check_recorded(steps, recorded)
 
             def upgrade_steps(heads: Any, context: MigrationContext) -> list[RevisionStep]:

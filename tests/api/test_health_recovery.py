@@ -45,7 +45,7 @@ def _health(client: httpx.Client) -> httpx.Response:
 
 def test_healthz_is_503_while_the_database_is_down_and_recovers_without_restart(
     own_server, make_api_settings, serve_app, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     url = str(own_server.get_uri())
     migrate(url)
     app = create_app(make_api_settings(url, tmp_path / "home"), pool_size=2)

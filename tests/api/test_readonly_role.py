@@ -26,19 +26,19 @@ def _as_reader(url: str) -> psycopg.Connection:
         "TRUNCATE predictions",
     ],
 )
-def test_reader_role_is_refused_every_write(api_cache, statement: str) -> None:  # type: ignore[no-untyped-def]
+def test_reader_role_is_refused_every_write(api_cache, statement: str) -> None:
     with _as_reader(api_cache.url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute(statement)
 
 
-def test_reader_role_reads_the_lookup_view_through_run_partitions(api_cache) -> None:  # type: ignore[no-untyped-def]
+def test_reader_role_reads_the_lookup_view_through_run_partitions(api_cache) -> None:
     with _as_reader(api_cache.url) as conn:
         rows = conn.execute(LOOKUP_SQL, ("toy", api_cache.keys[:5])).fetchall()
         history = conn.execute("SELECT count(*) FROM predictions_published WHERE model = 'toy'").fetchone()
     assert len(rows) == 5 and history == (len(api_cache.keys),)
 
 
-def test_api_pool_sessions_run_as_the_reader_in_read_only_transactions(api_cache) -> None:  # type: ignore[no-untyped-def]
+def test_api_pool_sessions_run_as_the_reader_in_read_only_transactions(api_cache) -> None:
     async def probe() -> tuple[str, str]:
         pool = await open_pool(api_cache.url, size=1)
         try:

@@ -70,7 +70,7 @@ def test_a_database_of_the_old_runner_is_adopted_without_rerunning(
 ) -> None:
     url = new_database()
     with connection(url) as conn:  # what the pre-Alembic runner left: the schema and its checksum table
-        conn.execute(FIRST)  # type: ignore[arg-type]  # constant test SQL
+        conn.execute(FIRST)
         conn.execute("CREATE TABLE schema_migrations (name text PRIMARY KEY, sha256 text NOT NULL)")
         conn.execute(
             "INSERT INTO schema_migrations VALUES (%s, %s)",

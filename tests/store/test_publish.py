@@ -63,7 +63,7 @@ def _visible(url: str) -> dict[str, tuple[str | None, float | None]]:
         return {p.key: (p.version, p.score) for p in lookup(conn, "toy", KEYS)}
 
 
-def test_nothing_is_visible_before_publish_and_everything_after(two_versions) -> None:  # type: ignore[no-untyped-def]
+def test_nothing_is_visible_before_publish_and_everything_after(two_versions) -> None:
     url, runs = two_versions
     assert {v for v, _ in _visible(url).values()} == {None}
     with connection(url, autocommit=True) as conn:
@@ -71,7 +71,7 @@ def test_nothing_is_visible_before_publish_and_everything_after(two_versions) ->
     assert {v for v, _ in _visible(url).values()} == {"1"}
 
 
-def test_publishing_v2_switches_every_key_and_rollback_restores_v1_values(two_versions) -> None:  # type: ignore[no-untyped-def]
+def test_publishing_v2_switches_every_key_and_rollback_restores_v1_values(two_versions) -> None:
     url, runs = two_versions
     before = _visible(url)
     with connection(url, autocommit=True) as conn:
@@ -82,7 +82,7 @@ def test_publishing_v2_switches_every_key_and_rollback_restores_v1_values(two_ve
     assert _visible(url) == before
 
 
-def test_concurrent_readers_never_see_a_mix_of_versions_while_publishing(two_versions) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_readers_never_see_a_mix_of_versions_while_publishing(two_versions) -> None:
     url, _ = two_versions
     stop = threading.Event()
     seen: list[set[str | None]] = []
@@ -106,7 +106,7 @@ def test_concurrent_readers_never_see_a_mix_of_versions_while_publishing(two_ver
     assert all(len(versions) == 1 for versions in seen), [v for v in seen if len(v) != 1][:3]
 
 
-def test_publishing_an_unverified_or_unknown_version_is_refused(two_versions) -> None:  # type: ignore[no-untyped-def]
+def test_publishing_an_unverified_or_unknown_version_is_refused(two_versions) -> None:
     url, _ = two_versions
     with connection(url, autocommit=True) as conn:
         with pytest.raises(RunStateError, match="has no version 9"):

@@ -21,7 +21,7 @@ def _input(n: int) -> pa.Table:
 
 
 @pytest.fixture()
-def planned(migrated_url: str, toy_models_dir: Path):  # type: ignore[no-untyped-def]
+def planned(migrated_url: str, toy_models_dir: Path):
     model = load_model(toy_models_dir, "toy")
     table = _input(100)
     from pipelines.core.keys import key_hash
@@ -54,7 +54,7 @@ def _stored(url: str, run_id: int, version_id: int) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def test_a_new_versions_table_is_attached_and_indexed_when_its_first_run_verifies(planned) -> None:  # type: ignore[no-untyped-def]
+def test_a_new_versions_table_is_attached_and_indexed_when_its_first_run_verifies(planned) -> None:
     url, run_id, version_id, result = planned
     with connection(url, autocommit=True) as conn:
         write_shard(conn, run_id=run_id, version_id=version_id, result=result, attempt=1, started=0.0)
@@ -75,7 +75,7 @@ def test_a_new_versions_table_is_attached_and_indexed_when_its_first_run_verifie
         assert ledger.attach_partition(conn, version_id) is False
 
 
-def test_a_shard_written_twice_is_stored_once(planned) -> None:  # type: ignore[no-untyped-def]
+def test_a_shard_written_twice_is_stored_once(planned) -> None:
     url, run_id, version_id, result = planned
     with connection(url, autocommit=True) as conn:
         first = write_shard(conn, run_id=run_id, version_id=version_id, result=result, attempt=1, started=0.0)
@@ -86,7 +86,7 @@ def test_a_shard_written_twice_is_stored_once(planned) -> None:  # type: ignore[
     assert _stored(url, run_id, version_id) == (100, 100)
 
 
-def test_concurrent_writers_of_one_shard_store_it_exactly_once(planned) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_writers_of_one_shard_store_it_exactly_once(planned) -> None:
     url, run_id, version_id, result = planned
     outcomes: list[bool] = []
 
@@ -105,7 +105,7 @@ def test_concurrent_writers_of_one_shard_store_it_exactly_once(planned) -> None:
     assert _stored(url, run_id, version_id) == (100, 100)
 
 
-def test_a_failed_write_leaves_neither_rows_nor_done_marker(planned) -> None:  # type: ignore[no-untyped-def]
+def test_a_failed_write_leaves_neither_rows_nor_done_marker(planned) -> None:
     url, run_id, version_id, result = planned
     with connection(url, autocommit=True) as conn:
         with pytest.raises(Exception, match="writing shard"):
@@ -115,7 +115,7 @@ def test_a_failed_write_leaves_neither_rows_nor_done_marker(planned) -> None:  #
     assert _stored(url, run_id, version_id) == (0, 0)
 
 
-def test_stored_scores_are_the_model_scores_bit_for_bit(planned) -> None:  # type: ignore[no-untyped-def]
+def test_stored_scores_are_the_model_scores_bit_for_bit(planned) -> None:
     url, run_id, version_id, result = planned
     with connection(url, autocommit=True) as conn:
         write_shard(conn, run_id=run_id, version_id=version_id, result=result, attempt=1, started=0.0)
