@@ -10,7 +10,9 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -186,3 +188,55 @@ def toy_models_dir(tmp_path: Path) -> Path:
 def toy_model_builder():
     """``build_toy_model`` for fixtures that need their own toy versions."""
     return build_toy_model
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """A run recorded in the ledger with its shard plan, as ``plan_run`` leaves it (no engine ran)."""
+
+    url: str
+    run_id: int
+    version_id: int
+    model: Any  # pipelines.core.model.Model
+    table: Any  # pyarrow.Table: the run's input
+    shards: list[Any]  # pipelines.core.shards.Shard
+
+
+def plan_toy_run(
+    url: str,
+    models_dir: Path,
+    table: Any,
+    *,
+    version: str = "1",
+    input_uri: str = "/in",
+    fingerprint: str = "f",
+    shard_rows: int = 10_000,
+) -> PlannedRun:
+    """Register toy/<version> and record a run over ``table`` (columns id, x, n) with its shard plan."""
+    from pipelines.core.keys import key_hash
+    from pipelines.core.model import load_model
+    from pipelines.core.shards import plan_shards
+    from pipelines.store import ledger
+    from pipelines.store.db import connection
+
+    model = load_model(models_dir, "toy", version)
+    shards = plan_shards(key_hash(table["id"]), shard_rows)
+    with connection(url, autocommit=True) as conn, conn.transaction():
+        version_id = ledger.register_version(conn, model)
+        run_id = ledger.create_run(
+            conn,
+            version_id=version_id,
+            model=model,
+            engine="test",
+            input_uri=input_uri,
+            fingerprint=fingerprint,
+            shard_rows=shard_rows,
+            shards=shards,
+        )
+    return PlannedRun(url, run_id, version_id, model, table, shards)
+
+
+@pytest.fixture(scope="session")
+def planned_run() -> Callable[..., PlannedRun]:
+    """``plan_toy_run``: a toy run in the ledger, planned and not scored, for store-level tests."""
+    return plan_toy_run

@@ -6,9 +6,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipelines.core.model import load_model
 from pipelines.core.score import score_table
-from pipelines.core.shards import plan_shards
 from pipelines.store import ledger
 from pipelines.store.db import connection
 from pipelines.store.writer import write_shard
@@ -21,26 +19,10 @@ def _input(n: int) -> pa.Table:
 
 
 @pytest.fixture()
-def planned(migrated_url: str, toy_models_dir: Path):
-    model = load_model(toy_models_dir, "toy")
-    table = _input(100)
-    from pipelines.core.keys import key_hash
-
-    shards = plan_shards(key_hash(table["id"]), 1_000)
-    with connection(migrated_url, autocommit=True) as conn, conn.transaction():
-        version_id = ledger.register_version(conn, model)
-        run_id = ledger.create_run(
-            conn,
-            version_id=version_id,
-            model=model,
-            engine="test",
-            input_uri=str(toy_models_dir),
-            fingerprint="f",
-            shard_rows=1_000,
-            shards=shards,
-        )
-    result = score_table(shards[0].shard_id, table, model, batch_rows=7)
-    return migrated_url, run_id, version_id, result
+def planned(migrated_url: str, toy_models_dir: Path, planned_run):
+    run = planned_run(migrated_url, toy_models_dir, _input(100), input_uri=str(toy_models_dir))
+    result = score_table(run.shards[0].shard_id, run.table, run.model, batch_rows=7)
+    return migrated_url, run.run_id, run.version_id, result
 
 
 def _stored(url: str, run_id: int, version_id: int) -> tuple[int, int]:

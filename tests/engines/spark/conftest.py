@@ -133,9 +133,9 @@ def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]
     daemons: list[subprocess.Popen[bytes]] = []
 
     def start(name: str, *args: str) -> None:
-        log = (work / f"{name}.log").open("wb")
         command = [spark_class, *args]
-        daemons.append(subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True))
+        with (work / f"{name}.log").open("wb") as log:  # the daemon keeps its own copy of the descriptor
+            daemons.append(subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True))
 
     try:
         loopback = ["--host", "127.0.0.1"]
