@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipelines.errors import ConfigError, flat_message
+from pipelines.errors import ConfigError, first_invalid, flat_message
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -99,15 +99,11 @@ def load_dags_config(path: Path) -> DagsConfig:
     except FileNotFoundError:
         raise ConfigError(f"DAG config {path} is missing; create it or set PREDCACHE_DAGS_CONFIG") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(
-            f"DAG config {path} is not valid YAML ({' '.join(str(exc).split())[:200]})"
-        ) from exc
+        raise ConfigError(f"DAG config {path} is not valid YAML ({flat_message(exc, limit=200)})") from exc
     try:
         config = DagsConfig.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"DAG config {path}: {where}: {first['msg']}; fix the file") from exc
+        raise ConfigError(f"DAG config {path}: {first_invalid(exc)}; fix the file") from exc
     ids = [spec.dag_id for spec in config.dags]
     if len(ids) != len(set(ids)):
         raise ConfigError(f"DAG config {path} lists a dag_id more than once; make each dag_id unique")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class PredcacheError(Exception):
     """Root of every error predcache raises on purpose (CLI prints it as one line)."""
@@ -57,6 +62,12 @@ def flat_message(exc: BaseException, *, limit: int = 500) -> str:
     host tried) say why; :func:`one_line` suits tracebacks, where the last error line is the cause.
     """
     return (" ".join(str(exc).split()) or type(exc).__name__)[:limit]
+
+
+def first_invalid(exc: ValidationError) -> str:
+    """``where: what`` of the first problem pydantic found (e.g. ``inputs.0.scale: Extra inputs ...``)."""
+    first = exc.errors()[0]
+    return f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}"
 
 
 def one_line(exc: BaseException, *, limit: int = 500) -> str:
