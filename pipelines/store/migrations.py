@@ -23,12 +23,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from alembic import op
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext, RevisionStep
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import create_engine, pool, text
+from sqlalchemy import Connection, create_engine, pool, text
 
 from pipelines.errors import ConfigError, MigrationError, one_line
 from pipelines.resources import sql_dir
@@ -113,7 +114,6 @@ def migrate(url: str, *, folder: Path | None = None) -> list[str]:
             conn.exec_driver_sql(_CREATE_CHECKSUM_TABLE)
             rows = conn.exec_driver_sql(f"SELECT name, sha256 FROM {CHECKSUM_TABLE}")
             recorded: dict[str, str] = {name: sha256 for name, sha256 in rows}
-            _check_recorded(steps, recorded)
 
             def upgrade_steps(heads: Any, context: MigrationContext) -> list[RevisionStep]:
                 return scripts._upgrade_revs("head", heads)
@@ -121,9 +121,9 @@ def migrate(url: str, *, folder: Path | None = None) -> list[str]:
             context = MigrationContext.configure(
                 conn, opts={"script": scripts, "fn": upgrade_steps, "version_table": VERSION_TABLE}
             )
-            applied = [step for step in steps if step.name in recorded]
-            if applied and not context.get_current_heads():
-                context.stamp(scripts, applied[-1].revision)  # migrated by the pre-Alembic runner
+            adopting = bool(recorded) and not context.get_current_heads()
+            _check_recorded(steps, recorded, adopting=adopting)
+            caught_up = _adopt(context, scripts, steps, recorded) if adopting else []
             try:
                 with Operations.context(context):
                     context.run_migrations()
@@ -131,10 +131,10 @@ def migrate(url: str, *, folder: Path | None = None) -> list[str]:
                 raise MigrationError(f"cannot migrate the cache ({one_line(exc)}); {_UPGRADE}") from exc
     finally:
         engine.dispose()
-    return [step.name for step in steps if step.name not in recorded]
+    return caught_up + [step.name for step in steps if step.name not in recorded]
 
 
-def _check_recorded(steps: list[Migration], recorded: dict[str, str]) -> None:
+def _check_recorded(steps: list[Migration], recorded: dict[str, str], *, adopting: bool) -> None:
     known = {step.name for step in steps}
     unknown = sorted(set(recorded) - known)
     if unknown:
@@ -144,11 +144,32 @@ def _check_recorded(steps: list[Migration], recorded: dict[str, str]) -> None:
         )
     for step in steps:
         then = recorded.get(step.name)
-        if then is not None and then != step.sha256:
+        if then is not None and then != step.sha256 and not adopting:
             raise MigrationError(
                 f"sql/{step.name} changed after it was applied to this database (sha256 {then[:12]} then, "
                 f"{step.sha256[:12]} now); {_FIX_EDITED}"
             )
+
+
+def _adopt(
+    context: MigrationContext, scripts: ScriptDirectory, steps: list[Migration], recorded: dict[str, str]
+) -> list[str]:
+    """Take over a database of the pre-Alembic runner: stamp its last applied file; return re-run names.
+
+    That runner re-ran a file whose content had changed (its files were idempotent): files it
+    recorded with another checksum are run once more here, as its next call would have done.
+    """
+    assert context.connection is not None  # configured with one
+    driver = _driver(context.connection)
+    stale = [step for step in steps if recorded.get(step.name, step.sha256) != step.sha256]
+    for step in stale:
+        driver.execute(step.sql)
+        driver.execute(
+            f"UPDATE {CHECKSUM_TABLE} SET sha256 = %s, applied_at = now() WHERE name = %s",
+            (step.sha256, step.name),
+        )
+    context.stamp(scripts, [step for step in steps if step.name in recorded][-1].revision)
+    return [step.name for step in stale]
 
 
 def current_revision(url: str) -> str | None:
@@ -186,10 +207,16 @@ def require_head(url: str, *, folder: Path | None = None) -> None:
 
 def _apply(step: Migration) -> None:
     """One revision: the file's SQL as it is, then its checksum, in the migration's transaction."""
-    driver = op.get_bind().connection.driver_connection  # psycopg: runs a multi-statement file as one
-    assert driver is not None
+    driver = _driver(op.get_bind())
     driver.execute(step.sql)
     driver.execute(f"INSERT INTO {CHECKSUM_TABLE} (name, sha256) VALUES (%s, %s)", (step.name, step.sha256))
+
+
+def _driver(bind: Connection) -> psycopg.Connection[Any]:
+    """The psycopg connection under SQLAlchemy's: it runs a multi-statement file as it is."""
+    driver = bind.connection.driver_connection
+    assert isinstance(driver, psycopg.Connection), "migrations run on psycopg connections"
+    return driver
 
 
 def _no_downgrade() -> None:

@@ -18,6 +18,11 @@ from pipelines.store.migrations import current_revision, head, migrations, requi
 #: Not idempotent on purpose: running either file twice fails, so a re-run cannot go unnoticed.
 FIRST = "CREATE TABLE t (id integer PRIMARY KEY);\nINSERT INTO t VALUES (1);\n"
 SECOND = "INSERT INTO t VALUES (2);\n"
+#: The table the pre-Alembic runner kept.
+OLD_RUNNER_TABLE = (
+    "CREATE TABLE schema_migrations (name text PRIMARY KEY, sha256 text NOT NULL, "
+    "applied_at timestamptz NOT NULL DEFAULT now())"
+)
 
 
 def _folder(tmp_path: Path, *files: tuple[str, str]) -> Path:
@@ -71,7 +76,7 @@ def test_a_database_of_the_old_runner_is_adopted_without_rerunning(
     url = new_database()
     with connection(url) as conn:  # what the pre-Alembic runner left: the schema and its checksum table
         conn.execute(FIRST)
-        conn.execute("CREATE TABLE schema_migrations (name text PRIMARY KEY, sha256 text NOT NULL)")
+        conn.execute(OLD_RUNNER_TABLE)
         conn.execute(
             "INSERT INTO schema_migrations VALUES (%s, %s)",
             ("001_first.sql", hashlib.sha256(FIRST.encode()).hexdigest()),
@@ -79,6 +84,21 @@ def test_a_database_of_the_old_runner_is_adopted_without_rerunning(
     folder = _folder(tmp_path, ("001_first.sql", FIRST), ("002_second.sql", SECOND))
     assert migrate(url, folder=folder) == ["002_second.sql"]
     assert _rows(url) == [1, 2] and current_revision(url) == "002"
+
+
+def test_adopting_reruns_once_a_file_the_old_runner_recorded_with_other_content(
+    new_database: Callable[[], str], tmp_path: Path
+) -> None:
+    url = new_database()
+    with connection(url) as conn:  # the old runner re-ran changed files: it would have run this one again
+        conn.execute("CREATE TABLE t (id integer PRIMARY KEY)")
+        conn.execute(OLD_RUNNER_TABLE)
+        conn.execute("INSERT INTO schema_migrations VALUES ('001_first.sql', 'an older version')")
+    idempotent = "CREATE TABLE IF NOT EXISTS t (id integer PRIMARY KEY);\nINSERT INTO t VALUES (7);\n"
+    folder = _folder(tmp_path, ("001_first.sql", idempotent))
+    assert migrate(url, folder=folder) == ["001_first.sql"]
+    assert migrate(url, folder=folder) == []
+    assert _rows(url) == [7] and current_revision(url) == "001"
 
 
 def test_concurrent_migrators_apply_each_file_once(new_database: Callable[[], str], tmp_path: Path) -> None:
