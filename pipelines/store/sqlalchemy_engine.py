@@ -36,9 +36,7 @@ def sql_engine(settings: Settings | None = None, *, role: Role = "reader") -> En
         ConfigError: ``role`` is neither "reader" nor "owner".
         StoreError: a connection cannot be opened (raised when the engine first connects).
     """
-    settings = settings if settings is not None else Settings()
-    url = resolve_url(settings.database_url, settings.embedded_pgdata)
-    options = _login_options(role)
+    url, options = _login(settings if settings is not None else Settings(), role)
 
     def connect() -> Any:
         try:
@@ -51,13 +49,15 @@ def sql_engine(settings: Settings | None = None, *, role: Role = "reader") -> En
     return create_engine("postgresql+psycopg2://", creator=connect, pool_pre_ping=True)
 
 
-def _login_options(role: Role) -> dict[str, str]:
-    """How a session becomes ``role``: the owner's login taking the reader role for the session.
+def _login(settings: Settings, role: Role) -> tuple[str, dict[str, str]]:
+    """The URL and connect options of a ``role`` session: the configured login, taking the reader
+    role for the session when ``role`` is "reader".
 
     One place to change when the reader gets a login (and URL) of its own.
     """
     if role not in ("reader", "owner"):
         raise ConfigError(f"unknown role {role!r}; use 'reader' (read-only, the default) or 'owner'")
+    url = resolve_url(settings.database_url, settings.embedded_pgdata)
     if role == "owner":
-        return {}
-    return {"options": f"-c role={READER_ROLE} -c default_transaction_read_only=on"}
+        return url, {}
+    return url, {"options": f"-c role={READER_ROLE} -c default_transaction_read_only=on"}

@@ -14,6 +14,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from pipelines import sql_engine
 from pipelines.api.reader import connect_kwargs
+from pipelines.errors import ConfigError
 from pipelines.jobs import RunRequest, run_job
 from pipelines.settings import Settings
 from pipelines.store.db import connection, migrate
@@ -94,3 +95,8 @@ def test_a_psycopg2_url_works_for_migrate_the_api_and_the_engine(published: Sett
             assert conn.execute(sqlalchemy.text("SELECT count(*) FROM predictions_current")).scalar() == 2
     finally:
         engine.dispose()
+
+
+def test_an_unknown_role_is_a_config_error(published: Settings) -> None:
+    with pytest.raises(ConfigError, match="unknown role 'admin'"):
+        sql_engine(published, role="admin")  # type: ignore[arg-type]  # what a caller without mypy may pass
