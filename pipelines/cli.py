@@ -216,11 +216,10 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.store.cache import cache_url
-    from pipelines.store.db import connection
+    from pipelines.store.cache import cache_connection
     from pipelines.store.publish import publish
 
-    with connection(cache_url(settings), autocommit=True) as conn:
+    with cache_connection(settings) as conn:
         result = publish(conn, model=args.model, version=args.version)
     print(
         f"published {result.model}/{result.version} (publish {result.publish_id}, "
@@ -231,11 +230,10 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.store.cache import cache_url
-    from pipelines.store.db import connection
+    from pipelines.store.cache import cache_connection
     from pipelines.store.publish import rollback
 
-    with connection(cache_url(settings), autocommit=True) as conn:
+    with cache_connection(settings) as conn:
         result = rollback(conn, model=args.model)
     now = result.prev_version or "nothing (no version active)"
     print(f"rolled back publish {result.publish_id} of {result.model}/{result.version}; active now: {now}")

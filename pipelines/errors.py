@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class PredcacheError(Exception):
     """Root of every error predcache raises on purpose (CLI prints it as one line)."""
@@ -34,6 +39,10 @@ class StoreError(PredcacheError):
     """The PostgreSQL cache refused or could not do what was asked."""
 
 
+class MigrationError(StoreError):
+    """The cache's schema and the shipped migrations disagree (edited, missing or newer migrations)."""
+
+
 class RunStateError(PredcacheError):
     """A run is not in a state that allows the requested step."""
 
@@ -48,6 +57,21 @@ class AirflowError(PredcacheError):
 
 class RejectThresholdError(PredcacheError):
     """More rows were rejected than the run allows."""
+
+
+def flat_message(exc: BaseException, *, limit: int = 500) -> str:
+    """All of ``exc``'s message on one line (drivers put the cause's detail on later lines).
+
+    For database drivers, whose first line says what failed and later lines (DETAIL, HINT, the
+    host tried) say why; :func:`one_line` suits tracebacks, where the last error line is the cause.
+    """
+    return (" ".join(str(exc).split()) or type(exc).__name__)[:limit]
+
+
+def first_invalid(exc: ValidationError) -> str:
+    """``where: what`` of the first problem pydantic found (e.g. ``inputs.0.scale: Extra inputs ...``)."""
+    first = exc.errors()[0]
+    return f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}"
 
 
 def one_line(exc: BaseException, *, limit: int = 500) -> str:

@@ -16,11 +16,10 @@ from typing import Any
 import asyncpg
 from psycopg.conninfo import conninfo_to_dict
 
-from pipelines.errors import ConfigError, StoreError
+from pipelines.errors import ConfigError, StoreError, flat_message
 from pipelines.store.lookup import LOOKUP_SQL
+from pipelines.store.urls import libpq_url
 
-#: The group role holding the lookup grants (sql/003, narrowed by sql/010); the API's login is a member.
-READER_ROLE = "predcache_reader"
 DEFAULT_POOL_SIZE = 8
 ACQUIRE_TIMEOUT_S = 5.0
 QUERY_TIMEOUT_S = 5.0
@@ -72,7 +71,7 @@ def connect_kwargs(url: str) -> dict[str, Any]:
         ConfigError: the URL cannot be parsed.
     """
     try:
-        params = conninfo_to_dict(url)
+        params = conninfo_to_dict(libpq_url(url))
     except Exception as exc:  # psycopg.ProgrammingError; the URL is user input
         raise ConfigError(
             f"cannot parse PREDCACHE_DATABASE_URL ({exc}); use postgresql://user@host:port/db"
@@ -116,7 +115,7 @@ async def open_pool(url: str, *, size: int = DEFAULT_POOL_SIZE) -> asyncpg.Pool:
 
 
 def _detail(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
+    return flat_message(exc, limit=200)
 
 
 class ReadStore:

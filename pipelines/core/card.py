@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipelines.errors import ModelCardError
+from pipelines.errors import ModelCardError, first_invalid
 
 CARD_FILE = "card.json"
 DEFAULT_SIGNATURE = "default"
@@ -117,9 +117,7 @@ def load_card(version_dir: Path) -> Card:
     try:
         card = Card.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ModelCardError(f"{path} is not a valid card: {where}: {first['msg']}") from exc
+        raise ModelCardError(f"{path} is not a valid card: {first_invalid(exc)}") from exc
     if not any(out.name == "score" for out in card.outputs):
         raise ModelCardError(f"{path} declares no 'score' output; every model must output a float32 score")
     return card

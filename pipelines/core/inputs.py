@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from pipelines.core.card import Card
 from pipelines.core.keys import key_hash
 from pipelines.core.validate import check_schema
-from pipelines.errors import InputError
+from pipelines.errors import InputError, one_line
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 
@@ -39,8 +39,9 @@ def _open(path: Path) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{path} is not a readable Parquet file ({reason}); replace or remove it") from exc
+        raise InputError(
+            f"{path} is not a readable Parquet file ({one_line(exc)}); replace or remove it"
+        ) from exc
 
 
 def check_input(files: list[Path], card: Card) -> None:
@@ -64,9 +65,7 @@ def read_table(path: Path, columns: list[str]) -> pa.Table:
     try:
         return _open(path).read(columns=columns)
     except (pa.ArrowException, OSError) as exc:
-        raise InputError(
-            f"{path} could not be read ({str(exc).splitlines()[0]}); replace or remove it"
-        ) from exc
+        raise _unreadable(path, exc) from exc
 
 
 def iter_tables(path: Path, columns: list[str], *, batch_rows: int) -> Iterator[pa.Table]:
@@ -76,9 +75,11 @@ def iter_tables(path: Path, columns: list[str], *, batch_rows: int) -> Iterator[
         for batch in handle.iter_batches(batch_size=batch_rows, columns=columns):
             yield pa.Table.from_batches([batch])
     except (pa.ArrowException, OSError) as exc:
-        raise InputError(
-            f"{path} could not be read ({str(exc).splitlines()[0]}); replace or remove it"
-        ) from exc
+        raise _unreadable(path, exc) from exc
+
+
+def _unreadable(path: Path, exc: BaseException) -> InputError:
+    return InputError(f"{path} could not be read ({one_line(exc)}); replace or remove it")
 
 
 def key_hashes(files: list[Path], key: str) -> np.ndarray:

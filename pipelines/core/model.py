@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.core.card import DEFAULT_SIGNATURE, Card, load_card, verify_artifact
-from pipelines.errors import ModelCardError, UnknownModelError
+from pipelines.errors import ModelCardError, UnknownModelError, one_line
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -82,7 +82,7 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
             try:
                 session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             except Exception as exc:  # onnxruntime raises its own untyped errors
-                raise ModelCardError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0]}") from exc
+                raise ModelCardError(f"onnxruntime cannot load {path}: {one_line(exc)}") from exc
             _sessions[key] = session
         return session
 

@@ -30,7 +30,7 @@ from pyspark.sql import functions as F
 from pipelines.core.card import load_card
 from pipelines.core.keys import NULL_KEY_HASH
 from pipelines.core.model import resolve_version_dir
-from pipelines.core.shards import HASH_MIN, Shard
+from pipelines.core.shards import HASH_MIN, Shard, runs
 from pipelines.engines.spark_session import DEFAULT_MASTER, EXECUTOR_WAIT_SECONDS, get_session
 from pipelines.engines.spec import JobSpec
 from pipelines.engines.worker import ShardWorker
@@ -276,15 +276,6 @@ def _worker(bundle: Bundle, threads: int) -> ShardWorker:
     return worker
 
 
-def _runs(values: np.ndarray) -> Iterator[tuple[int, int, int]]:
-    """(value, start, stop) of each run of equal consecutive ``values``."""
-    bounds = np.flatnonzero(np.diff(values)) + 1
-    starts = np.concatenate([[0], bounds])
-    stops = np.concatenate([bounds, [len(values)]])
-    for start, stop in zip(starts, stops, strict=True):
-        yield int(values[start]), int(start), int(stop)
-
-
 def score_partition(broadcast: Any, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: batches sorted by shard -> one ``ShardWorker.process`` per shard -> counts.
 
@@ -312,7 +303,7 @@ def score_partition(broadcast: Any, batches: Iterator[pa.RecordBatch]) -> Iterat
         table = pa.Table.from_batches([batch])
         labels = table.column(SHARD_COLUMN).to_numpy()
         table = table.drop_columns([SHARD_COLUMN])
-        for label, start, stop in _runs(labels):
+        for label, start, stop in runs(labels):
             if label != current:
                 if current is not None:
                     yield flush(current)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipelines.errors import EngineError
+from pipelines.errors import EngineError, one_line
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -162,8 +162,7 @@ def _start(master: str, conf: dict[str, str]) -> SparkSession:
     try:
         session = builder.getOrCreate()
     except Exception as exc:  # py4j / PySpark raise untyped startup errors
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        reason = (lines[0] if lines else type(exc).__name__)[:300]
+        reason = one_line(exc, limit=300)
         raise EngineError(
             f"Spark could not start with master {master} ({reason}); check --spark-master and Spark settings"
         ) from exc

@@ -13,7 +13,7 @@ import pyarrow as pa
 from pipelines.core.keys import key_hash
 from pipelines.core.model import Model, load_model
 from pipelines.core.score import score_table
-from pipelines.core.shards import assign_shards
+from pipelines.core.shards import assign_shards, runs
 from pipelines.engines.spec import JobSpec
 from pipelines.errors import EngineError
 from pipelines.store.db import connect
@@ -33,14 +33,10 @@ def split_by_shard(table: pa.Table, spec: JobSpec) -> list[tuple[str, pa.Table]]
     table = table.combine_chunks()
     positions = assign_shards(key_hash(table.column(spec.key)), spec.shards)
     order = np.argsort(positions, kind="stable")
-    sorted_pos = positions[order]
-    bounds = np.flatnonzero(np.diff(sorted_pos)) + 1
-    starts = np.concatenate([[0], bounds])
-    stops = np.concatenate([bounds, [len(sorted_pos)]])
     return [
-        (spec.shards[int(sorted_pos[a])].shard_id, table.take(pa.array(order[a:b])))
-        for a, b in zip(starts, stops, strict=True)
-        if sorted_pos[a] >= 0
+        (spec.shards[position].shard_id, table.take(pa.array(order[start:stop])))
+        for position, start, stop in runs(positions[order])
+        if position >= 0
     ]
 
 

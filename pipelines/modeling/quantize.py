@@ -25,6 +25,7 @@ from onnxruntime.quantization import (
 
 from pipelines.core.card import Card
 from pipelines.core.model import to_feed
+from pipelines.errors import one_line
 
 METHOD = "static QDQ int8"
 CALIBRATION_BATCH_ROWS = 1_024
@@ -134,5 +135,5 @@ def _pre_process(fp32_path: Path, out_path: Path) -> tuple[Path, str]:
     try:
         quant_pre_process(str(fp32_path), str(out_path), skip_symbolic_shape=True)
     except Exception as exc:  # onnxruntime raises untyped errors; quantizing without it still works
-        return fp32_path, f"skipped: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return fp32_path, f"skipped: {type(exc).__name__}: {one_line(exc)}"
     return out_path, "done (skip_symbolic_shape=True)"

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from pipelines.errors import ConfigError, StoreError
-from pipelines.resources import sql_dir
+from pipelines.errors import StoreError, flat_message
+from pipelines.store.urls import libpq_url
 
-SQL_DIR = sql_dir()
-_MIGRATION_LOCK = 0x70726564  # arbitrary advisory-lock id ("pred")
+#: The read-only role of sql/003_readonly_role.sql (the lookup API and SQL readers take it).
+READER_ROLE = "predcache_reader"
+CONNECT_TIMEOUT_S = 10
 _embedded: dict[Path, Any] = {}
 
 
@@ -49,8 +49,8 @@ def stop_embedded(pgdata: Path, *, delete: bool = False) -> None:
 
 
 def resolve_url(database_url: str | None, embedded_pgdata: Path) -> str:
-    """The configured URL, or the embedded server's when none is configured."""
-    return database_url if database_url else embedded_url(embedded_pgdata)
+    """The configured URL (as libpq reads it), or the embedded server's when none is configured."""
+    return libpq_url(database_url) if database_url else embedded_url(embedded_pgdata)
 
 
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:
@@ -60,10 +60,19 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:
         StoreError: the server cannot be reached or refused the login.
     """
     try:
-        return psycopg.connect(url, autocommit=autocommit, connect_timeout=10, application_name="predcache")
+        return psycopg.connect(
+            libpq_url(url),
+            autocommit=autocommit,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            application_name="predcache",
+        )
     except psycopg.OperationalError as exc:
-        detail = " ".join(str(exc).split())
-        raise StoreError(f"cannot connect to PostgreSQL ({detail}); check PREDCACHE_DATABASE_URL") from exc
+        raise unreachable(exc) from exc
+
+
+def unreachable(exc: BaseException) -> StoreError:
+    """The error for a driver's failed connection (psycopg, psycopg2): its whole message on one line."""
+    return StoreError(f"cannot connect to PostgreSQL ({flat_message(exc)}); check PREDCACHE_DATABASE_URL")
 
 
 @contextlib.contextmanager
@@ -82,37 +91,16 @@ def connection(url: str, *, autocommit: bool = False) -> Iterator[psycopg.Connec
         conn.close()
 
 
-def migration_files(sql_dir: Path = SQL_DIR) -> list[Path]:
-    files = sorted(sql_dir.glob("*.sql"))
-    if not files:
-        raise ConfigError(f"no SQL files in {sql_dir}; the install is incomplete (reinstall predcache)")
-    return files
+def migrate(url: str, *, folder: Path | None = None) -> list[str]:
+    """Bring the cache's schema to the newest ``sql/NNN_name.sql``; return the file names applied now.
 
+    The one entry point of migrations (``pipelines.store.migrations`` holds how: Alembic, one
+    revision per file, checksums, an advisory lock). Safe to call concurrently and repeatedly.
 
-def migrate(url: str, *, sql_dir: Path = SQL_DIR) -> list[str]:
-    """Apply every ``sql/*.sql`` file in order (idempotent); return the names applied now.
-
-    Files already applied with the same content are skipped; the whole migration holds an
-    advisory lock so concurrent commands do not race.
+    Raises:
+        MigrationError: an applied file was edited since, or the cache is newer than this predcache.
+        StoreError: the server cannot be reached.
     """
-    applied_now: list[str] = []
-    with connection(url) as conn:
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, sha256 text NOT NULL, "
-            "applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        done = dict(conn.execute("SELECT name, sha256 FROM schema_migrations").fetchall())
-        for path in migration_files(sql_dir):
-            text = path.read_text()
-            digest = hashlib.sha256(text.encode()).hexdigest()
-            if done.get(path.name) == digest:
-                continue
-            conn.execute(text)  # type: ignore[arg-type]  # trusted DDL shipped with the package
-            conn.execute(
-                "INSERT INTO schema_migrations (name, sha256) VALUES (%s, %s) "
-                "ON CONFLICT (name) DO UPDATE SET sha256 = EXCLUDED.sha256, applied_at = now()",
-                (path.name, digest),
-            )
-            applied_now.append(path.name)
-    return applied_now
+    from pipelines.store.migrations import migrate as upgrade
+
+    return upgrade(url, folder=folder)

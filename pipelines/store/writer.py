@@ -17,7 +17,7 @@ import pyarrow.csv as pacsv
 from psycopg import sql
 
 from pipelines.core.score import ShardResult
-from pipelines.errors import StoreError
+from pipelines.errors import StoreError, flat_message
 from pipelines.store.ledger import partition_name
 
 _CSV_OPTIONS = pacsv.WriteOptions(include_header=False, delimiter=",")
@@ -90,7 +90,7 @@ def write_shard(
                 (time.perf_counter() - started, run_id, result.shard_id),
             )
     except psycopg.Error as exc:
-        detail = " ".join(str(exc).split())[:300]
+        detail = flat_message(exc, limit=300)
         raise StoreError(
             f"writing shard {result.shard_id} of run {run_id} failed ({detail}); rerun to resume"
         ) from exc

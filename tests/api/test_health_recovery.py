@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from pipelines.api import create_app
+from pipelines.store.db import migrate
 from pipelines.store.embedded import EmbeddedServer
 
 RECOVERY_TIMEOUT_S = 60.0
@@ -36,8 +37,10 @@ def _health(client: httpx.Client) -> httpx.Response:
 
 def test_healthz_is_503_while_the_database_is_down_and_recovers_without_restart(
     own_server, make_api_settings, serve_app, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
-    app = create_app(make_api_settings(str(own_server.get_uri()), tmp_path / "home"), pool_size=2)
+) -> None:
+    url = str(own_server.get_uri())
+    migrate(url)
+    app = create_app(make_api_settings(url, tmp_path / "home"), pool_size=2)
     with serve_app(app) as base, httpx.Client(base_url=base, timeout=30) as client:
         assert _health(client).status_code == 200
         own_server.stop()

@@ -24,5 +24,5 @@ def test_fuzzed_document_is_the_served_one(api_url: str) -> None:
 
 @schema.parametrize()
 @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-def test_generated_requests_get_no_5xx_and_match_the_document(case, api_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_generated_requests_get_no_5xx_and_match_the_document(case, api_url: str) -> None:
     case.call_and_validate(base_url=api_url)

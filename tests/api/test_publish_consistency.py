@@ -57,7 +57,7 @@ async def _read_until_both_versions_seen(
     return seen, problems
 
 
-def test_concurrent_batch_lookups_each_return_one_whole_version(api_url, api_cache) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_batch_lookups_each_return_one_whole_version(api_url, api_cache) -> None:
     stop, flips = threading.Event(), [0]
     flipper = threading.Thread(target=_flip_until, args=(api_cache.url, stop, flips), daemon=True)
     flipper.start()

@@ -47,7 +47,7 @@ def _direct_onnxruntime_scores(table: pa.Table) -> dict[str, np.float32]:
 
 def test_every_input_row_is_stored_once_as_prediction_or_reject(
     database_url, settings_for, flights_dir
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     day = flights_dir / "date=2013-07-02"  # 42 of its flights lack weather: real rejects
     summary = run_job(settings_for(database_url), RunRequest(model=MODEL, input=day, shard_rows=200))
     keys = _input_table(day)["flight_id"].to_pylist()
@@ -65,7 +65,7 @@ def test_every_input_row_is_stored_once_as_prediction_or_reject(
 
 def test_cached_scores_equal_direct_int8_onnxruntime_bit_for_bit_for_any_shard_and_batch_size(
     database_url, settings_for, flights_dir
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     day = flights_dir / "date=2013-07-04"
     small = run_job(
         settings_for(database_url, batch_rows=7), RunRequest(model=MODEL, input=day, shard_rows=150)
@@ -82,7 +82,7 @@ def test_cached_scores_equal_direct_int8_onnxruntime_bit_for_bit_for_any_shard_a
 
 def test_a_run_failing_midway_resumes_only_pending_shards_with_no_duplicate_or_gap(
     database_url, settings_for, flights_dir
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     settings = settings_for(database_url)
     day = flights_dir / "date=2013-07-03"
     request = RunRequest(model=MODEL, input=day, shard_rows=100)
@@ -106,22 +106,24 @@ def test_a_run_failing_midway_resumes_only_pending_shards_with_no_duplicate_or_g
         attempts = dict(
             conn.execute("SELECT shard_id, attempt FROM run_shards WHERE run_id = %s", (run_id,)).fetchall()
         )
-        total, distinct = conn.execute(
+        [(total, distinct)] = conn.execute(
             "SELECT count(*), count(DISTINCT key) FROM predictions WHERE run_id = %s", (run_id,)
-        ).fetchone()
+        ).fetchall()
     assert all(attempts[s] == 1 for s in done_before) and all(attempts[s] == 2 for s in shard_ids[-2:])
     assert total == distinct == resumed.rows_out
     assert resumed.rows_out + resumed.rows_rejected == _input_table(day).num_rows
 
 
-def test_a_finished_input_is_not_scored_twice(database_url, settings_for, flights_dir) -> None:  # type: ignore[no-untyped-def]
+def test_a_finished_input_is_not_scored_twice(database_url, settings_for, flights_dir) -> None:
     settings = settings_for(database_url)
-    request = RunRequest(model=MODEL, input=flights_dir / "date=2013-07-02", shard_rows=200)
+    request = RunRequest(model=MODEL, input=flights_dir / "date=2013-07-06", shard_rows=500)
+    first = run_job(settings, request)
     again = run_job(settings, request)
-    assert again.skipped and again.shards_scored == 0
+    assert not first.skipped and first.shards_scored > 0
+    assert again.skipped and again.shards_scored == 0 and again.run_id == first.run_id
 
 
-def test_a_run_scored_in_several_waves_stores_every_row_once(database_url, settings_for, flights_dir) -> None:  # type: ignore[no-untyped-def]
+def test_a_run_scored_in_several_waves_stores_every_row_once(database_url, settings_for, flights_dir) -> None:
     day = flights_dir / "date=2013-07-05"
     summary = run_job(
         settings_for(database_url, beam_wave_rows=300), RunRequest(model=MODEL, input=day, shard_rows=100)
