@@ -141,14 +141,18 @@ def code_wheel(cache_dir: Path) -> Path:
         fd, staging = tempfile.mkstemp(prefix=f".{path.name}-", dir=cache_dir)
         with os.fdopen(fd, "wb") as out:
             out.write(_wheel_bytes(version, requires, members))
+        os.chmod(staging, 0o644)
         os.replace(staging, path)  # atomic: concurrent jobs build the same bytes
     return path
 
 
 def code_zip(cache_dir: Path) -> Path:
-    """The code wheel under a ``.zip`` name (Spark puts only .zip/.egg/.jar pyFiles on ``sys.path``)."""
+    """The code wheel under a ``.zip`` name (Spark puts only .zip/.egg/.jar pyFiles on ``sys.path``).
+
+    The name has no ``+`` (Spark serves the file by URL, where ``+`` may decode as a space).
+    """
     wheel = code_wheel(cache_dir)
-    path = wheel.with_suffix(".zip")
+    path = wheel.with_name(wheel.name.replace("+", "-").removesuffix("-py3-none-any.whl") + ".zip")
     if not path.is_file():
         try:
             os.link(wheel, path)
@@ -158,6 +162,7 @@ def code_zip(cache_dir: Path) -> Path:
             fd, staging = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
             with os.fdopen(fd, "wb") as out:
                 out.write(wheel.read_bytes())
+            os.chmod(staging, 0o644)
             os.replace(staging, path)
     return path
 
