@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -27,7 +28,8 @@ CLI_TIMEOUT = 600
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory, clean_env) -> Path:  # type: ignore[no-untyped-def]
+def src(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the distribution's sources (a build leaves build/ and *.egg-info behind)."""
     src = tmp_path_factory.mktemp("src")
     for name in SOURCES:
         path = REPO / name
@@ -35,11 +37,31 @@ def wheel(tmp_path_factory: pytest.TempPathFactory, clean_env) -> Path:  # type:
             shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
             shutil.copy2(path, src / name)
-    out = tmp_path_factory.mktemp("wheelhouse")
-    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(src)]
-    subprocess.run(command, check=True, env=clean_env(), cwd=out, timeout=300)
+    return src
+
+
+def _pip_wheel(source: Path, out: Path, env: dict[str, str]) -> Path:
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(source)]
+    subprocess.run(command, check=True, env=env, cwd=out, timeout=300)
     (built,) = out.glob("predcache-*.whl")
     return built
+
+
+@pytest.fixture(scope="module")
+def wheel(src: Path, tmp_path_factory: pytest.TempPathFactory, clean_env) -> Path:  # type: ignore[no-untyped-def]
+    return _pip_wheel(src, tmp_path_factory.mktemp("wheelhouse"), clean_env())
+
+
+def _shipped_names() -> set[str]:
+    """Every file setup.py maps into the package, relative to pipelines/_shipped."""
+    version = REPO / "models" / "flights_delay" / "1"
+    return {
+        *(f"sql/{p.name}" for p in (REPO / "sql").glob("*.sql")),
+        *(f"models/flights_delay/1/{p.name}" for p in version.iterdir()),
+        "models/flights_delay/recipe.py",
+        "dags/predcache_dags.yaml",
+        "dags/predcache_dags.py",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +73,20 @@ def installed(wheel: Path, make_venv, tmp_path_factory: pytest.TempPathFactory) 
 
 def test_wheel_carries_every_migration_the_reference_model_and_the_dag_files(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
-    shipped = "pipelines/_shipped"
-    assert {f"{shipped}/sql/{p.name}" for p in (REPO / "sql").glob("*.sql")} <= names
-    version = REPO / "models" / "flights_delay" / "1"
-    assert {f"{shipped}/models/flights_delay/1/{p.name}" for p in version.iterdir()} <= names
-    assert {f"{shipped}/dags/predcache_dags.yaml", f"{shipped}/dags/predcache_dags.py"} <= names
+    assert {f"pipelines/_shipped/{name}" for name in _shipped_names()} <= names
+
+
+def test_sdist_carries_the_same_files_and_a_wheel_built_from_it_ships_them(
+    src: Path, tmp_path: Path, clean_env
+) -> None:  # type: ignore[no-untyped-def]
+    command = [sys.executable, "setup.py", "--quiet", "sdist", "--dist-dir", str(tmp_path)]
+    subprocess.run(command, check=True, env=clean_env(), cwd=src, capture_output=True, timeout=300)
+    (sdist,) = tmp_path.glob("predcache-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        members = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    assert _shipped_names() <= members and not [m for m in members if m.startswith("tests/")]
+    rebuilt = zipfile.ZipFile(_pip_wheel(sdist, tmp_path, clean_env())).namelist()
+    assert {f"pipelines/_shipped/{name}" for name in _shipped_names()} <= set(rebuilt)
 
 
 def test_installed_wheel_migrates_runs_the_demo_and_looks_up_outside_the_checkout(
