@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test airflow lint bench venv clean
+.PHONY: demo test airflow lint bench venv clean dist
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 (or run make PYTHON=/path/to/python3.11)"; exit 2; }
@@ -36,5 +36,11 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 
+# The wheel (with sql/, the bundled models and dags/ inside) and the sdist, into dist/.
+dist: $(STAMP)
+	rm -rf build dist
+	$(BIN)/python -m pip wheel --no-deps --quiet --wheel-dir dist .
+	$(BIN)/python setup.py --quiet sdist --dist-dir dist
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,25 @@
-"""predcache packaging: runtime deps in install_requires, engines and tools in extras."""
+"""predcache packaging: runtime deps in install_requires, engines and tools in extras.
+
+The SQL migrations, the bundled models and the DAG files stay in the repository's top-level
+``sql/``, ``models/`` and ``dags/``; the build copies every matching file into the package as
+``pipelines/_shipped/...`` (``pipelines/resources.py`` reads them there), so a wheel works
+without the checkout. MANIFEST.in puts the same files into the sdist.
+"""
+
+import shutil
+from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+ROOT = Path(__file__).resolve().parent
+#: Top-level folder -> glob patterns of the files shipped from it (globs: new migrations ship too).
+SHIPPED = {
+    "sql": ["*.sql"],
+    "models": ["*/recipe.py", "*/*/card.json", "*/*/*.onnx"],
+    "dags": ["*.py", "*.yaml"],
+}
+SHIPPED_PACKAGE_DIR = Path("pipelines") / "_shipped"
 
 RUNTIME = [
     "apache-beam>=2.77,<2.78",
@@ -46,6 +65,42 @@ EXTRAS["dev"] = sorted(
     }
 )
 
+
+def shipped_files(root: Path = ROOT) -> list[tuple[Path, Path]]:
+    """(source file, path under pipelines/_shipped) of every shipped file."""
+    found = []
+    for folder, patterns in SHIPPED.items():
+        for pattern in patterns:
+            for path in sorted((root / folder).glob(pattern)):
+                if path.is_file():
+                    found.append((path, path.relative_to(root)))
+    return found
+
+
+class BuildPyWithShippedFiles(build_py):
+    """build_py that also copies sql/, models/ and dags/ files into ``pipelines/_shipped``."""
+
+    def _targets(self) -> list[tuple[Path, Path]]:
+        base = Path(self.build_lib) / SHIPPED_PACKAGE_DIR
+        return [(source, base / relative) for source, relative in shipped_files()]
+
+    def run(self) -> None:
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return  # an editable install reads the checkout's folders in place
+        # build/lib outlives builds: drop files a previous build copied (a deleted migration).
+        shutil.rmtree(Path(self.build_lib) / SHIPPED_PACKAGE_DIR, ignore_errors=True)
+        for source, target in self._targets():
+            self.mkpath(str(target.parent))
+            self.copy_file(str(source), str(target))
+
+    def get_outputs(self, include_bytecode: bool = True) -> list[str]:
+        outputs = super().get_outputs(include_bytecode)
+        if getattr(self, "editable_mode", False):
+            return outputs
+        return [*outputs, *(str(target) for _, target in self._targets())]
+
+
 setup(
     name="predcache",
     version="0.1.0",
@@ -56,4 +111,5 @@ setup(
     install_requires=RUNTIME,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["predcache=pipelines.cli:main"]},
+    cmdclass={"build_py": BuildPyWithShippedFiles},
 )

@@ -232,6 +232,7 @@ def score_run(
             engine_options={
                 "spark_master": settings.spark_master,
                 "wave_rows": settings.beam_wave_rows,
+                "ship_dir": str(settings.home / "shipping"),  # code archives for cluster workers
                 **(engine_options or {}),
             },
             fail_shards=fail_shards,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipelines.resources import bundled_models_dir
+from pipelines.resources import bundled_models_dir, default_models_dir, in_checkout, seed_models
 
-#: The source checkout's models/ folder (editable installs and the Docker image).
+#: The models that ship with predcache (a checkout's models/, else the installed package's copy).
 DEFAULT_MODELS_DIR = bundled_models_dir()
 #: Where the embedded PostgreSQL keeps its data when PREDCACHE_DATABASE_URL is unset.
 DEFAULT_HOME = Path.home() / ".predcache"
@@ -30,7 +30,9 @@ class Settings(BaseSettings):
     Attributes:
         database_url: PostgreSQL URL of the cache. Unset: an embedded server under ``home``.
         home: Folder for local state (the embedded server's data directory lives in ``home/pg``).
-        models_dir: Folder with one sub-folder per model (``<name>/<version>/card.json``).
+        models_dir: Folder with one sub-folder per model (``<name>/<version>/card.json``). Unset: a
+            checkout's ``models/``; an installed predcache uses ``home/models``, seeded with the
+            bundled reference model on first use.
         shard_rows: Upper bound of rows per shard when planning a run.
         batch_rows: Rows per onnxruntime call inside a shard.
         ort_threads: Intra-op threads of each onnxruntime session (one session per process).
@@ -72,6 +74,14 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None
+
+    @model_validator(mode="after")
+    def _models_dir_beside_home(self) -> Settings:
+        if "models_dir" not in self.model_fields_set:
+            self.models_dir = default_models_dir(self.home)
+            if not in_checkout():
+                seed_models(self.models_dir)
+        return self
 
     @property
     def embedded_pgdata(self) -> Path:

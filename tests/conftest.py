@@ -238,3 +238,48 @@ def plan_toy_run(
 def planned_run() -> Callable[..., PlannedRun]:
     """``plan_toy_run``: a toy run in the ledger, planned and not scored, for store-level tests."""
     return plan_toy_run
+
+
+#: Seconds a fresh virtual environment may take to install (pip reuses its cache of wheels).
+VENV_INSTALL_TIMEOUT = 900
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    drop = ("PREDCACHE_", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYSPARK_", "SPARK_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def clean_env():  # type: ignore[no-untyped-def]
+    """Build this environment without anything pointing Python at the checkout or a predcache setting."""
+    return _clean_env
+
+
+@pytest.fixture(scope="session")
+def make_venv():  # type: ignore[no-untyped-def]
+    """Create a fresh virtual environment with ``requirements`` pip-installed; returns its python.
+
+    Not ``--system-site-packages``: that would see this environment, whose predcache is the
+    checkout. pip reuses the wheels in its cache, so a rebuild downloads nothing new.
+    """
+    import subprocess
+    import sys
+
+    def make(folder: Path, requirements: list[str]) -> Path:
+        subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True, env=_clean_env(), timeout=120)
+        python = folder / "bin" / "python"
+        install = [str(python), "-m", "pip", "install", "--quiet", "--no-compile"]
+        result = subprocess.run(
+            [*install, *requirements],
+            env=_clean_env(),
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=VENV_INSTALL_TIMEOUT,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return python
+
+    return make

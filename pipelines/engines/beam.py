@@ -18,6 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.core.inputs import group_files, iter_tables, read_task_count
 from pipelines.core.shards import Shard
+from pipelines.engines.shipping import localize_model, ship_beam
 from pipelines.engines.spec import JobSpec
 from pipelines.engines.worker import ShardWorker, split_by_shard
 from pipelines.settings import DEFAULT_BEAM_WAVE_ROWS
@@ -53,7 +54,7 @@ class ScoreAndWrite(beam.DoFn):  # type: ignore[misc]
 
     def setup(self) -> None:
         # The ONNX session itself is cached per process in core.model: one per worker process.
-        self.worker = ShardWorker(self.spec)
+        self.worker = ShardWorker(localize_model(self.spec))
         self.worker.open()
 
     def process(self, element: tuple[str, list[pa.Table]]) -> Iterator[dict[str, Any]]:
@@ -103,6 +104,7 @@ def execute(spec: JobSpec) -> None:
     """
     if not spec.shards:
         return
+    spec = ship_beam(spec)  # a remote runner's workers get predcache and the model from the job
     groups = group_files(
         spec.files, read_task_count(spec.files, workers=spec.workers, group_bytes=READ_GROUP_BYTES)
     )

@@ -169,10 +169,12 @@ def _start(master: str, conf: dict[str, str]) -> SparkSession:
     session.sparkContext.setLogLevel("ERROR")
     # py4j logs at INFO from __del__ during interpreter shutdown, after log streams are closed.
     logging.getLogger("py4j").setLevel(logging.WARNING)
-    # Executors run this interpreter unless Spark's own PYSPARK_PYTHON says otherwise (pyspark
-    # would fall back to a bare 'python3', which lacks onnxruntime and predcache).
-    if not os.environ.get("PYSPARK_PYTHON"):
-        session.sparkContext.pythonExec = sys.executable
+    # Executors run this interpreter unless spark.pyspark.python or PYSPARK_PYTHON says otherwise
+    # (Spark's precedence; a driver started from plain Python ignores the setting, and would
+    # fall back to a bare 'python3', which lacks onnxruntime).
+    session.sparkContext.pythonExec = (
+        conf.get("spark.pyspark.python") or os.environ.get("PYSPARK_PYTHON") or sys.executable
+    )
     return session
 
 

@@ -127,15 +127,39 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A Spark standalone master and two 1-core workers on loopback, from pyspark's own jars."""
     work = tmp_path_factory.mktemp("spark-cluster")
+    yield from standalone_cluster(work, spark_env(), workers=2)
+
+
+@pytest.fixture(scope="module")
+def bare_spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A standalone cluster (one 1-core worker) whose processes see neither the checkout nor this venv.
+
+    No PYTHONPATH reaches its executors: what their Python imports comes from the interpreter the
+    driver names (spark.pyspark.python / PYSPARK_PYTHON) and what the job ships.
+    """
+    work = tmp_path_factory.mktemp("bare-spark-cluster")
+    env = {k: v for k, v in spark_env().items() if k not in {"PYTHONPATH", "PYSPARK_PYTHON", "VIRTUAL_ENV"}}
+    yield from standalone_cluster(work, env, workers=1)
+
+
+def standalone_cluster(work: Path, base_env: dict[str, str], *, workers: int) -> Iterator[Cluster]:
+    """Run a master and ``workers`` 1-core workers under ``work`` until the generator is closed."""
     (work / "tmp").mkdir()
-    env = spark_env(SPARK_WORKER_DIR=str(work / "work"), SPARK_DAEMON_MEMORY="256m", TMPDIR=str(work / "tmp"))
+    env = {
+        **base_env,
+        "SPARK_WORKER_DIR": str(work / "work"),
+        "SPARK_DAEMON_MEMORY": "256m",
+        "TMPDIR": str(work / "tmp"),
+    }
     spark_class = str(SPARK_HOME / "bin" / "spark-class")
     daemons: list[subprocess.Popen[bytes]] = []
 
     def start(name: str, *args: str) -> None:
         command = [spark_class, *args]
         with (work / f"{name}.log").open("wb") as log:  # the daemon keeps its own copy of the descriptor
-            daemons.append(subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True))
+            daemons.append(
+                subprocess.Popen(command, env=env, cwd=work, stdout=log, stderr=log, start_new_session=True)
+            )
 
     try:
         loopback = ["--host", "127.0.0.1"]
@@ -144,9 +168,9 @@ def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]
         ports = _bound_ports(work / "master.log", daemons[0], deadline)
         master, ui_port = f"spark://127.0.0.1:{ports['sparkMaster']}", ports["MasterUI"]
         small = ["--cores", "1", "--memory", "1g"]
-        for i in (1, 2):
+        for i in range(1, workers + 1):
             start(f"worker{i}", WORKER_CLASS, *loopback, *small, "--webui-port", "0", master)
-        while _alive_workers(ui_port) < 2:
+        while _alive_workers(ui_port) < workers:
             if time.monotonic() > deadline or any(d.poll() is not None for d in daemons):
                 logs = "\n".join(p.read_text()[-1500:] for p in sorted(work.glob("*.log")))
                 pytest.fail(f"the Spark standalone cluster did not come up:\n{logs}")
