@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from pipelines.api.app import prepare_database
 from pipelines.errors import MigrationError
@@ -32,4 +33,6 @@ def test_the_api_accepts_a_cache_at_the_newest_migration(
 ) -> None:
     url = new_database()
     migrate(url)
-    assert prepare_database(make_api_settings(url, tmp_path / "home")) == url
+    api_url = conninfo_to_dict(prepare_database(make_api_settings(url, tmp_path / "home")))
+    # The same database, logged in as the API's own SELECT-only role (sql/010).
+    assert (api_url["dbname"], api_url["user"]) == (conninfo_to_dict(url)["dbname"], "predcache_api")
