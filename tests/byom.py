@@ -161,8 +161,13 @@ def direct_outputs(version_dir: Path, card: Any, table: pa.Table) -> dict[str, d
     from pipelines.core.validate import validate
 
     good = validate(table, card).good
+    # One intra-op thread, as predcache scores by default: with more, onnxruntime's tree ensembles
+    # split the trees over threads and the float sums (last bit) depend on the batch size.
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
     session = ort.InferenceSession(
-        str(version_dir / card.signatures["default"]), providers=["CPUExecutionProvider"]
+        str(version_dir / card.signatures["default"]), options, providers=["CPUExecutionProvider"]
     )
     names = [o.name for o in card.outputs]
     results = dict(zip(names, session.run(names, to_feed(card, good)), strict=True))
