@@ -94,7 +94,7 @@ def lightgbm_classifier(train: pa.Table) -> onnx.ModelProto:
 
 
 def topk_recommender(train: pa.Table) -> onnx.ModelProto:
-    """user [N, 8] -> item scores = user @ items -> TopK: ``scores`` [N, 10] float, ``items`` [N, 10] int64."""
+    """user [N, 8] -> affinity = user @ items -> TopK: ``scores`` [N, 10] float, ``items`` [N, 10] int64."""
     from onnx import TensorProto, helper, numpy_helper
 
     items = np.random.default_rng(1).normal(size=(USER_WIDTH, ITEMS)).astype(np.float32)
@@ -191,3 +191,53 @@ def equal_to_stored(expected: dict[str, Any], stored: dict[str, Any], card: Any)
         if want.shape != got.shape or want.tobytes() != got.tobytes():
             return False
     return True
+
+
+def import_all(models_dir: Path, work: Path, *, calibration_rows: int = 400) -> dict[str, Path]:
+    """Build every shape with its exporter and import it into ``models_dir``; name -> version folder."""
+    from pipelines.modeling.importer import ImportRequest, import_model, parse_columns
+
+    calibration = write_rows(work / "calibration.parquet", calibration_rows, seed=3)
+    train = rows(1500, seed=5)
+    out = {}
+    for shape in SHAPES:
+        request = ImportRequest(
+            name=shape.name,
+            onnx=save(shape.build(train), work / f"{shape.name}.onnx"),
+            key=shape.key,
+            calibration=calibration,
+            columns=parse_columns(list(shape.columns)),
+            label_column=shape.label_column,
+            timing_repeats=2,
+        )
+        out[shape.name] = import_model(models_dir, request)[1]
+    return out
+
+
+def scoring_input(folder: Path, n: int = 500) -> Path:
+    """Rows to score in two files, with a few bad ones (null feature, short list) that become rejects."""
+    table = rows(n, seed=11, start=10_000)
+    f1 = table["f1"].to_pylist()
+    lists = table["input"].to_pylist()
+    for i in (3, 77):
+        f1[i] = None
+        lists[i] = lists[i][:3]
+    table = table.set_column(table.schema.get_field_index("f1"), "f1", pa.array(f1, pa.float64()))
+    table = table.set_column(
+        table.schema.get_field_index("input"), "input", pa.array(lists, pa.list_(pa.float64()))
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.slice(0, n // 2), folder / "part-0.parquet")
+    pq.write_table(table.slice(n // 2), folder / "part-1.parquet")
+    return folder
+
+
+def stored_outputs(url: str, run_id: int) -> dict[str, tuple[float, int | None, str]]:
+    """key -> (score as float4 text, label, outputs jsonb text) of one run's rows."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        rows_ = conn.execute(
+            "SELECT key, score::text, label, outputs::text FROM predictions WHERE run_id = %s", (run_id,)
+        ).fetchall()
+    return {key: (score, label, outputs) for key, score, label, outputs in rows_}

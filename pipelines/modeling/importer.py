@@ -75,6 +75,7 @@ class ImportRequest:
         label_column: Column of true labels, for the task metric of the gate.
         holdout: Rows for the gate; None: the last usable calibration rows (not calibrated on).
         description: One sentence on what the model predicts.
+        input_descriptions: Graph input name -> what it holds (recorded in the card).
         training: Free-form record of how the model was trained.
         reference: Rows the drift reference statistics come from; None: the calibration rows.
         reference_description: Which rows those are.
@@ -92,6 +93,7 @@ class ImportRequest:
     label_column: str | None = None
     holdout: Source | None = None
     description: str = ""
+    input_descriptions: Mapping[str, str] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     reference: pa.Table | None = None
     reference_description: str = "the usable calibration rows"
@@ -330,7 +332,10 @@ def write_imported(out_dir: Path, request: ImportRequest, *, version: str) -> Ca
         graph.CopyFrom(request.onnx)
     unwrapped = unwrap_zipmap(graph)
     check_output_types(graph)
-    inputs = graph_inputs(graph, dict(request.columns))
+    inputs = [
+        spec.model_copy(update={"description": request.input_descriptions.get(spec.name, "")})
+        for spec in graph_inputs(graph, dict(request.columns))
+    ]
     fp32_path, int8_path = out_dir / FP32_FILE, out_dir / INT8_FILE
     if isinstance(request.onnx, Path) and not unwrapped:
         shutil.copyfile(request.onnx, fp32_path)  # the graph as given, byte for byte
