@@ -38,7 +38,9 @@ def score_values(card: Card, outputs: dict[str, np.ndarray]) -> np.ndarray:
                 f"{card.name}/{card.version}: score output '{spec.output}' has several columns; "
                 "the card must name an index or 'max'"
             )
-    return np.asarray(values).astype(np.float32, copy=False)
+    # A float64 score beyond float32's range is +-inf in the typed column (outputs keep it exactly).
+    with np.errstate(over="ignore"):
+        return np.asarray(values).astype(np.float32, copy=False)
 
 
 def label_values(card: Card, outputs: dict[str, np.ndarray]) -> np.ndarray | None:
@@ -88,11 +90,3 @@ def encode_outputs(card: Card, outputs: dict[str, np.ndarray], rows: int) -> pa.
     parts.append("}")
     return pc.binary_join_element_wise(*parts, "")
 
-
-def decode_value(spec: OutputSpec, value: object) -> object:
-    """A JSON value read back, with the non-finite float strings turned into floats."""
-    if isinstance(value, list):
-        return [decode_value(spec, item) for item in value]
-    if isinstance(value, str) and spec.dtype.startswith("float"):
-        return float(value.replace("Infinity", "inf"))
-    return value
