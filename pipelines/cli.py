@@ -141,11 +141,26 @@ def cmd_models_import(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_models_list(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.core.card import load_card
     from pipelines.core.model import list_models, model_versions
+    from pipelines.store.cache import cache_url
+    from pipelines.store.db import connection
+    from pipelines.store.lookup import active_versions
 
-    for name in list_models(settings.models_dir):
-        for version in model_versions(settings.models_dir, name):
+    with connection(cache_url(settings)) as conn:
+        active = active_versions(conn)
+    for name in sorted(set(list_models(settings.models_dir)) | set(active)):
+        versions = model_versions(settings.models_dir, name)
+        for version in versions:
             card = load_card(settings.models_dir / name / version)
-            print(f"{name}\t{version}\tdefault={card.signature_file()}\t{card.description}")
+            is_active = active.get(name) == version
+            if args.json:
+                entry = {"model": name, "version": version, "active": is_active}
+                entry.update(default=card.signature_file(), score=card.score_spec.describe())
+                print(json.dumps({**entry, "description": card.description}))
+            else:
+                mark = "active" if is_active else "-"
+                print(f"{name}\t{version}\t{mark}\tdefault={card.signature_file()}\t{card.description}")
+        if name in active and active[name] not in versions:
+            print(f"{name}\t{active[name]}\tactive\t(not in {settings.models_dir})", file=sys.stderr)
     return 0
 
 
@@ -406,7 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imp.add_argument("--description", help="one sentence on what the model predicts")
     imp.add_argument("--json", action="store_true", help="print the imported card's summary as JSON")
-    add("list", cmd_models_list, "list model versions", models)
+    ml = add("list", cmd_models_list, "list model versions and which one each model serves (active)", models)
+    ml.add_argument("--json", action="store_true", help="one JSON object per model version and line")
     show = add("show", cmd_models_show, "print a model card", models)
     show.add_argument("name")
     show.add_argument("--version")

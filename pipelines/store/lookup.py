@@ -65,3 +65,8 @@ def lookup(conn: psycopg.Connection[Any], model: str, keys: list[str]) -> list[P
                 )
             )
     return out
+
+
+def active_versions(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    """Model -> its active (published) version, for every model the cache serves."""
+    return dict(conn.execute("SELECT model, version FROM active_versions ORDER BY model").fetchall())
