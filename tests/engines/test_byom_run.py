@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -111,3 +112,20 @@ def test_http_single_and_batch_lookups_return_every_output(
                 if card.score_spec.index is not None
                 else np.max(expected[keys[0]][card.score_spec.output])
             )
+
+
+def test_models_list_shows_every_model_with_its_active_version(
+    world: dict[str, object], migrated_url: str
+) -> None:
+    root: Path = world["root"]  # type: ignore[assignment]
+    env = subprocess_env(migrated_url, root / "cli_home", PREDCACHE_MODELS_DIR=str(root / "models"))
+    out = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "models", "list", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    listed = [json.loads(line) for line in out.splitlines()]
+    assert {(m["model"], m["version"], m["active"]) for m in listed} == {(name, "1", True) for name in NAMES}
