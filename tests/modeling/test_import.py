@@ -250,3 +250,25 @@ def test_int_keys_are_their_decimal_text(work: Path, models: Path) -> None:
     keys = validate(table, card).good.column("uid").to_pylist()
     assert keys == [str(v) for v in table["uid"].to_pylist()]
     assert pa.types.is_string(validate(table, card).good.schema.field("uid").type)
+
+
+def test_score_option_and_holdout_file_are_recorded(work: Path, models: Path, tmp_path: Path) -> None:
+    shape = byom.SHAPES[0]
+    holdout = byom.write_rows(tmp_path / "holdout.parquet", 150, seed=21, start=50_000)
+    args = shape.import_args(work / "sk_classifier.onnx", work / "calibration.parquet")
+    assert main([*args, "--score", "output_probability:0", "--holdout", str(holdout)]) == 0
+    card = load_card(models / "sk_classifier" / "1")
+    assert card.score_spec.describe() == "output_probability:0"
+    assert card.metrics["holdout"] == {"rows": 150, "description": "the --holdout rows"}
+    assert card.training["calibration_rows"] == 600
+
+
+def test_recommender_score_max_and_other_designations_parse() -> None:
+    from pipelines.core.card import OutputSpec
+    from pipelines.modeling.importer import parse_score
+
+    outputs = [OutputSpec(name="scores", dtype="float32", shape=["N", 10])]
+    assert parse_score("scores:max", outputs).reduce == "max"
+    assert parse_score("scores:9", outputs).index == 9
+    with pytest.raises(Exception, match="has 10 columns"):
+        parse_score("scores", outputs)
