@@ -34,7 +34,7 @@ from pipelines.core.card import Card
 from pipelines.core.inputs import list_input_files, read_table
 from pipelines.core.keys import key_hash
 from pipelines.core.model import load_model, to_feed
-from pipelines.core.outputs import encode_outputs
+from pipelines.core.outputs import encode_outputs, label_values, score_values
 from pipelines.core.score import PREDICTION_SCHEMA, ShardResult
 from pipelines.core.shards import assign_shards, plan_shards
 from pipelines.core.validate import REJECT_SCHEMA, validate
@@ -113,19 +113,21 @@ def model_ceiling(
 def _predictions(source: Path, models_dir: Path, model: str) -> tuple[Any, pa.Table, int]:
     loaded = load_model(models_dir, model, threads=2)
     card = loaded.card
-    columns = [card.key, *[c for c in card.input_names if c != card.key]]
+    columns = [card.key, *card.columns]
     parts, rows_in = [], 0
     for path in list_input_files(source):
         checked = validate(read_table(path, columns), card)
         rows_in += checked.good.num_rows + checked.rejects.num_rows
         out = loaded.predict(checked.good, batch_rows=DEFAULT_BATCH_ROWS)
+        label = label_values(card, out)
+        n = checked.good.num_rows
         parts.append(
             pa.table(
                 [
                     checked.good.column(card.key),
-                    pa.array(out["score"]),
-                    pa.array(out["label"]),
-                    encode_outputs(card, out, checked.good.num_rows),
+                    pa.array(score_values(card, out)),
+                    pa.array(label, pa.int64()) if label is not None else pa.nulls(n, pa.int64()),
+                    encode_outputs(card, out, n),
                 ],
                 schema=PREDICTION_SCHEMA,
             )

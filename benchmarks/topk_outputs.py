@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 
 from benchmarks.common import drop_database, fresh_database
 from pipelines.core.card import load_card
-from pipelines.core.model import to_feed
+from pipelines.core.model import load_model, to_feed
+from pipelines.core.outputs import encode_outputs
 from pipelines.core.validate import validate
 from pipelines.jobs import RunRequest, run_job
 from pipelines.settings import DEFAULT_MODELS_DIR, Settings
@@ -96,6 +97,31 @@ def _check(url: str, model: str, version_dir: Path, table: pa.Table) -> list[str
     return problems
 
 
+def _write_stage(server_url: str, models_dir: Path, model: str, source: Path) -> dict[str, Any]:
+    """The store path alone: encoding the outputs (timed over all rows), then our writer's COPY +
+    index (``ceilings.write_ceiling``, predictions computed before its clock) into a fresh database."""
+    from benchmarks.ceilings import write_ceiling
+
+    loaded = load_model(models_dir, model, threads=1)
+    table = pa.concat_tables(pq.read_table(p) for p in sorted(source.rglob("*.parquet")))
+    good = validate(table.select([loaded.card.key, *loaded.card.columns]), loaded.card).good
+    outputs = loaded.predict(good, batch_rows=8_192)
+    started = time.perf_counter()
+    encode_outputs(loaded.card, outputs, good.num_rows)
+    encode_seconds = time.perf_counter() - started
+    url = fresh_database(server_url, f"bench_write_{model}")
+    try:
+        written = write_ceiling(source, url, models_dir, model, 20_000)
+    finally:
+        drop_database(server_url, url)
+    store_seconds = encode_seconds + written["seconds"]
+    return {
+        "encode_seconds": round(encode_seconds, 3),
+        "copy_index_seconds": round(written["seconds"], 3),
+        "store_rows_per_s": round(written["rows_written"] / store_seconds),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
@@ -140,6 +166,7 @@ def main() -> None:
                 seconds = time.perf_counter() - started
                 sample = topk_table if model == "topk" else pq.read_table(next(source.rglob("*.parquet")))
                 problems = _check(url, model, version_dir, sample)
+                write = _write_stage(args.url, models, model, source)
                 results.append(
                     {
                         "model": model,
@@ -148,6 +175,7 @@ def main() -> None:
                         "seconds": round(seconds, 2),
                         "stored_rows_per_s": round(summary.rows_out / seconds),
                         "default_signature": load_card(version_dir).signature_file(),
+                        **write,
                         "ok": not problems,
                         "problems": problems[:5],
                     }

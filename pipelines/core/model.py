@@ -48,6 +48,9 @@ ONNX_TO_DTYPE: dict[str, str] = {
 }
 _ONNX_TENSOR_TYPES = {dtype: onnx_type for onnx_type, dtype in ONNX_TO_DTYPE.items()}
 
+#: Every onnxruntime call scores a multiple of this many rows (see ``padded``).
+PAD_ROWS = 16
+
 _sessions: dict[tuple[str, int, int, int], ort.InferenceSession] = {}
 _sessions_lock = threading.Lock()
 
@@ -215,6 +218,19 @@ class Model:
         return predict_outputs(self.session(), self.card, table, batch_rows=batch_rows)
 
 
+def padded(feed: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    """``feed`` grown to a multiple of ``PAD_ROWS`` rows by repeating its last row.
+
+    Some kernels take another path for very small batches (measured: skl2onnx's LinearRegressor
+    gives a different last bit for a batch of one row), so without this a key's outputs would
+    depend on how many rows its shard or batch happened to hold. The extra outputs are dropped.
+    """
+    extra = -rows % PAD_ROWS
+    if extra == 0 or rows == 0:
+        return feed
+    return {name: np.concatenate([v, np.repeat(v[-1:], extra, axis=0)]) for name, v in feed.items()}
+
+
 def predict_outputs(
     session: ort.InferenceSession, card: Card, table: pa.Table, *, batch_rows: int
 ) -> dict[str, np.ndarray]:
@@ -222,10 +238,11 @@ def predict_outputs(
     names = [spec.name for spec in card.outputs]
     chunks: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for start in range(0, table.num_rows, batch_rows):
-        feed = to_feed(card, table.slice(start, batch_rows))
+        rows = min(batch_rows, table.num_rows - start)
+        feed = padded(to_feed(card, table.slice(start, batch_rows)), rows)
         results = session.run(names, feed)
         for spec, result in zip(card.outputs, results, strict=True):
-            chunks[spec.name].append(output_array(spec, result))
+            chunks[spec.name].append(output_array(spec, result)[:rows])
     out: dict[str, np.ndarray] = {}
     for spec in card.outputs:
         parts = chunks[spec.name]
