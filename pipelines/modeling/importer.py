@@ -19,20 +19,19 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from pipelines.core.card import BATCH, DEFAULT_SIGNATURE, Card, OutputSpec, ScoreSpec, Shape
+from pipelines.core.card import BATCH, DEFAULT_SIGNATURE, Card, OutputSpec, Shape
 from pipelines.core.model import ONNX_TO_DTYPE, model_versions, predict_outputs, to_feed
 from pipelines.core.outputs import label_values, score_values
 from pipelines.core.stats import column_stats
-from pipelines.core.validate import check_schema, validate
+from pipelines.core.validate import validate
 from pipelines.errors import InputError, ModelCardError
 from pipelines.modeling.artifacts import FP32_FILE, INT8_FILE, artifact, save_onnx, write_card
+from pipelines.modeling.designation import default_score, label_output, parse_score
 from pipelines.modeling.fidelity import DEFAULT_TIMING_REPEATS, THRESHOLDS, judge_int8, task_metrics
 from pipelines.modeling.gate import open_session
 from pipelines.modeling.graph import (
@@ -44,6 +43,7 @@ from pipelines.modeling.graph import (
     unwrap_zipmap,
 )
 from pipelines.modeling.quantize import QuantSettings, quantize_model
+from pipelines.modeling.rows import Source, usable_rows
 from pipelines.settings import DEFAULT_BATCH_ROWS
 
 if TYPE_CHECKING:
@@ -54,10 +54,6 @@ VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 MIN_CALIBRATION_ROWS = 100
 HOLDOUT_FRACTION = 0.2
 MAX_HOLDOUT_ROWS = 10_000
-_FLOAT_DTYPES = ("float32", "float64", "float16")
-_INT_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
-
-Source: TypeAlias = "Path | pa.Table"
 
 
 @dataclass(frozen=True)
@@ -133,66 +129,6 @@ def parse_columns(items: list[str] | None) -> dict[str, list[str]]:
     return out
 
 
-def parse_score(text: str, outputs: list[OutputSpec]) -> ScoreSpec:
-    """``OUTPUT``, ``OUTPUT:INDEX`` or ``OUTPUT:max`` checked against the outputs.
-
-    Raises:
-        ModelCardError: no such output, an index out of range, or a non-numeric output.
-    """
-    name, _, part = text.partition(":")
-    by_name = {spec.name: spec for spec in outputs}
-    spec = by_name.get(name)
-    if spec is None:
-        raise ModelCardError(f"--score names output '{name}'; the graph's outputs are {', '.join(by_name)}")
-    if spec.dtype in ("string", "bool"):
-        raise ModelCardError(f"--score {text}: output '{name}' holds {spec.dtype} values, not numbers")
-    width = spec.width
-    if part == "":
-        if width is not None:
-            raise ModelCardError(
-                f"--score {text}: output '{name}' has {width} columns; name one ({name}:INDEX) or {name}:max"
-            )
-        return ScoreSpec(output=name)
-    if part == "max":
-        return ScoreSpec(output=name, reduce="max")
-    if not part.isdigit() or int(part) >= (width or 1):
-        raise ModelCardError(
-            f"--score {text}: index {part} is out of range; output '{name}' has {width or 1} column(s)"
-        )
-    return ScoreSpec(output=name, index=int(part)) if width is not None else ScoreSpec(output=name)
-
-
-def default_score(outputs: list[OutputSpec]) -> ScoreSpec:
-    """The only float ``[N]``/``[N, 1]`` output, else column 1 of an ``[N, 2]`` probability output,
-    else the row max of an ``[N, K]`` one.
-
-    Raises:
-        ModelCardError: none of these, or more than one candidate: pass ``--score``.
-    """
-    floats = [spec for spec in outputs if spec.dtype in _FLOAT_DTYPES]
-    scalar = [spec for spec in floats if spec.width is None]
-    names = ", ".join(f"{s.name} {s.dtype}{s.shape}" for s in outputs)
-    if len(scalar) == 1:
-        return ScoreSpec(output=scalar[0].name)
-    if not scalar:
-        pairs = [spec for spec in floats if spec.width == 2]
-        if len(pairs) == 1:
-            return ScoreSpec(output=pairs[0].name, index=1)
-        wide = [spec for spec in floats if spec.width is not None]
-        if len(wide) == 1:
-            return ScoreSpec(output=wide[0].name, reduce="max")
-    raise ModelCardError(
-        f"cannot tell which output is the score (outputs: {names}); pass --score OUTPUT, "
-        "OUTPUT:INDEX or OUTPUT:max"
-    )
-
-
-def _label_output(outputs: list[OutputSpec]) -> str | None:
-    """The one integer ``[N]``/``[N, 1]`` output (a classifier's predicted class), if exactly one."""
-    found = [spec.name for spec in outputs if spec.dtype in _INT_DTYPES and spec.width is None]
-    return found[0] if len(found) == 1 else None
-
-
 def import_model(models_dir: Path, request: ImportRequest) -> tuple[Card, Path]:
     """Write ``models_dir/NAME/VERSION`` atomically; the models folder is unchanged on any error.
 
@@ -228,70 +164,6 @@ def import_model(models_dir: Path, request: ImportRequest) -> tuple[Card, Path]:
                 folder.rmdir()
         raise
     return card, final
-
-
-def _read(source: Source, columns: list[str], *, what: str) -> pa.Table:
-    if isinstance(source, pa.Table):
-        missing = [c for c in columns if c not in source.column_names]
-        if missing:
-            raise InputError(f"the {what} rows lack column(s) {', '.join(missing)}")
-        return source.select(columns)
-    try:
-        handle = pq.ParquetFile(source)
-        return handle.read(columns=columns)
-    except (pa.ArrowException, OSError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"the {what} file {source} cannot be read as Parquet ({detail})") from exc
-
-
-def _schema(source: Source, *, what: str) -> pa.Schema:
-    if isinstance(source, pa.Table):
-        return source.schema
-    try:
-        return pq.ParquetFile(source).schema_arrow
-    except (pa.ArrowException, OSError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"the {what} file {source} cannot be read as Parquet ({detail})") from exc
-
-
-def _check_columns(schema: pa.Schema, draft: Card, request: ImportRequest, *, what: str) -> None:
-    names = set(schema.names)
-    if request.key not in names:
-        raise InputError(f"the {what} file has no key column '{request.key}'; pass the right --key")
-    for spec in draft.inputs:
-        if spec.columns is None and spec.name not in names:
-            raise InputError(
-                f"graph input '{spec.name}' has no column of that name in the {what} file; name the "
-                f"columns to stack into it with --columns {spec.name}=COLUMN1,COLUMN2,..."
-            )
-        for column in spec.columns or []:
-            if column not in names:
-                raise InputError(
-                    f"--columns {spec.name}= names column '{column}', missing from the {what} file"
-                )
-    if request.label_column is not None and request.label_column not in names:
-        raise InputError(f"--label-column '{request.label_column}' is not a column of the {what} file")
-    check_schema(schema, draft, source=f"the {what} file")
-
-
-def _usable(
-    source: Source, draft: Card, request: ImportRequest, *, what: str
-) -> tuple[pa.Table, np.ndarray | None]:
-    """Valid rows (coerced as the scorer coerces them) and their true labels when asked for."""
-    _check_columns(_schema(source, what=what), draft, request, what=what)
-    wanted = [request.key, *draft.columns]
-    if request.label_column is not None and request.label_column not in wanted:
-        wanted.append(request.label_column)
-    table = _read(source, wanted, what=what)
-    checked = validate(table, draft)
-    good = checked.good
-    if request.label_column is None:
-        return good, None
-    keys = table.column(request.key).cast(pa.string())
-    positions = pc.index_in(good.column(request.key), value_set=keys)
-    labels = table.column(request.label_column).take(positions)
-    keep = pc.is_valid(labels)
-    return good.filter(keep), labels.filter(keep).to_numpy(zero_copy_only=False)
 
 
 def _output_specs(session: Any, card: Card, sample: pa.Table) -> list[OutputSpec]:
@@ -350,7 +222,9 @@ def write_imported(out_dir: Path, request: ImportRequest, *, version: str) -> Ca
         signatures={},
         artifacts={},
     )
-    usable, truth = _usable(request.calibration, draft, request, what="calibration")
+    usable, truth = usable_rows(
+        request.calibration, draft, label_column=request.label_column, what="calibration"
+    )
     if usable.num_rows < MIN_CALIBRATION_ROWS:
         raise InputError(
             f"the calibration file has {usable.num_rows} usable rows (valid, unique keys); at least "
@@ -358,7 +232,9 @@ def write_imported(out_dir: Path, request: ImportRequest, *, version: str) -> Ca
         )
     if request.holdout is not None:
         calibration = usable
-        holdout, holdout_truth = _usable(request.holdout, draft, request, what="holdout")
+        holdout, holdout_truth = usable_rows(
+            request.holdout, draft, label_column=request.label_column, what="holdout"
+        )
         holdout_source = "the --holdout rows"
     else:
         held = min(MAX_HOLDOUT_ROWS, int(usable.num_rows * HOLDOUT_FRACTION))
@@ -376,7 +252,7 @@ def write_imported(out_dir: Path, request: ImportRequest, *, version: str) -> Ca
     card = Card(
         **{**draft.model_dump(exclude={"outputs", "score", "label"}), "outputs": outputs},
         score=score,
-        label=_label_output(outputs),
+        label=label_output(outputs),
     )
 
     quant_report: dict[str, Any]

@@ -265,7 +265,7 @@ def test_score_option_and_holdout_file_are_recorded(work: Path, models: Path, tm
 
 def test_recommender_score_max_and_other_designations_parse() -> None:
     from pipelines.core.card import OutputSpec
-    from pipelines.modeling.importer import parse_score
+    from pipelines.modeling.designation import parse_score
 
     outputs = [OutputSpec(name="scores", dtype="float32", shape=["N", 10])]
     assert parse_score("scores:max", outputs).reduce == "max"
