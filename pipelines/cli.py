@@ -124,14 +124,58 @@ def cmd_models_build(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_import(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.modeling.importer import ImportRequest, import_model, parse_columns
+
+    request = ImportRequest(
+        name=args.name,
+        onnx=args.onnx,
+        key=args.key,
+        calibration=args.calibration,
+        version=args.version,
+        columns=parse_columns(args.columns),
+        score=args.score,
+        label_column=args.label_column,
+        holdout=args.holdout,
+        description=args.description or "",
+    )
+    card, folder = import_model(settings.models_dir, request)
+    gate = card.quantization.get("gate", {})
+    if args.json:
+        summary = card.model_dump(
+            mode="json", include={"name", "version", "key", "inputs", "outputs", "score"}
+        )
+        print(json.dumps({**summary, "path": str(folder), "signatures": card.signatures, "gate": gate}))
+    else:
+        print(f"imported {card.name}/{card.version} into {folder}")
+        print(f"score: {card.score_spec.describe()}; default signature: {card.signature_file()}")
+        print(gate.get("reason", ""))
+    return 0
+
+
 def cmd_models_list(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.core.card import load_card
     from pipelines.core.model import list_models, model_versions
+    from pipelines.store.cache import cache_url
+    from pipelines.store.db import connection
+    from pipelines.store.lookup import active_versions
 
-    for name in list_models(settings.models_dir):
-        for version in model_versions(settings.models_dir, name):
+    with connection(cache_url(settings)) as conn:
+        active = active_versions(conn)
+    for name in sorted(set(list_models(settings.models_dir)) | set(active)):
+        versions = model_versions(settings.models_dir, name)
+        for version in versions:
             card = load_card(settings.models_dir / name / version)
-            print(f"{name}\t{version}\tdefault={card.signature_file()}\t{card.description}")
+            is_active = active.get(name) == version
+            if args.json:
+                entry = {"model": name, "version": version, "active": is_active}
+                entry.update(default=card.signature_file(), score=card.score_spec.describe())
+                print(json.dumps({**entry, "description": card.description}))
+            else:
+                mark = "active" if is_active else "-"
+                print(f"{name}\t{version}\t{mark}\tdefault={card.signature_file()}\t{card.description}")
+        if name in active and active[name] not in versions:
+            print(f"{name}\t{active[name]}\tactive\t(not in {settings.models_dir})", file=sys.stderr)
     return 0
 
 
@@ -413,7 +457,24 @@ def build_parser() -> argparse.ArgumentParser:
     build = add("build", cmd_models_build, "train, export and quantize a model from its recipe", models)
     build.add_argument("name")
     build.add_argument("--version", default="1")
-    add("list", cmd_models_list, "list model versions", models)
+    imp = add("import", cmd_models_import, "import an exported ONNX model as a new, gated version", models)
+    imp.add_argument("name", help="model name: a lowercase letter, then lowercase letters, digits, _")
+    imp.add_argument("--onnx", type=Path, required=True, help="the exported ONNX file")
+    imp.add_argument("--key", required=True, help="key column (string, int32 or int64)")
+    imp.add_argument("--calibration", type=Path, required=True, help="Parquet file of valid input rows")
+    imp.add_argument("--version", help="version to write (default: the next integer); never overwritten")
+    imp.add_argument(
+        "--columns", action="append", metavar="INPUT=C1,C2", help="columns stacked into an [N, K] input"
+    )
+    imp.add_argument("--score", metavar="OUTPUT[:INDEX|:max]", help="the output (element) that is the score")
+    imp.add_argument("--label-column", help="column of true labels: adds the task metric to the gate")
+    imp.add_argument(
+        "--holdout", type=Path, help="Parquet rows for the gate (default: held-out calibration rows)"
+    )
+    imp.add_argument("--description", help="one sentence on what the model predicts")
+    imp.add_argument("--json", action="store_true", help="print the imported card's summary as JSON")
+    ml = add("list", cmd_models_list, "list model versions and which one each model serves (active)", models)
+    ml.add_argument("--json", action="store_true", help="one JSON object per model version and line")
     show = add("show", cmd_models_show, "print a model card", models)
     show.add_argument("name")
     show.add_argument("--version")

@@ -223,7 +223,7 @@ def score_run(
             version_id=run.version_id,
             attempt=attempt,
             key=model.card.key,
-            columns=[model.card.key, *[c for c in model.card.input_names if c != model.card.key]],
+            columns=[model.card.key, *model.card.columns],
             files=files,
             shards=pending,
             batch_rows=settings.batch_rows,

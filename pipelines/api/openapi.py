@@ -37,6 +37,16 @@ _PREDICTION_FIELDS: dict[str, Any] = {
     "version": {"type": "string", "description": "Model version that computed this prediction"},
     "computed_at": {"type": "string", "format": "date-time"},
     "run_id": {"type": "integer", "description": "The scoring run that wrote it"},
+    "outputs": {
+        "type": "object",
+        "nullable": True,
+        "description": (
+            "Every output of the model: name -> a scalar ([N] and [N, 1] outputs) or a list ([N, K] "
+            "outputs); numbers read back to the model's float32/float64 exactly; NaN and infinities "
+            'are the strings "NaN", "Infinity", "-Infinity". Null for rows stored before outputs were.'
+        ),
+        "additionalProperties": True,
+    },
 }
 
 SCHEMAS: dict[str, Any] = {

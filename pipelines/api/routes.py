@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -118,7 +119,13 @@ def prediction_json(
         "version": row["version"],
         "computed_at": text,
         "run_id": row["run_id"],
+        "outputs": _outputs(row["outputs"]),
     }
+
+
+def _outputs(value: str | None) -> Any:
+    """The stored outputs object (asyncpg hands jsonb over as its text)."""
+    return json.loads(value) if value is not None else None
 
 
 async def _unknown_model(store: ReadStore, model: str) -> ModelNotServedError:

@@ -7,14 +7,18 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from pipelines.core.model import Model
+from pipelines.core.outputs import encode_outputs, label_values, score_values
 from pipelines.core.validate import MAX_KEY_LENGTH, validate
 
-PREDICTION_SCHEMA = pa.schema([("key", pa.string()), ("score", pa.float32()), ("label", pa.int64())])
+#: What a shard stores per key: the typed score and label, and every output as one JSON object text.
+PREDICTION_SCHEMA = pa.schema(
+    [("key", pa.string()), ("score", pa.float32()), ("label", pa.int64()), ("outputs", pa.string())]
+)
 
 
 @dataclass(frozen=True)
 class ShardResult:
-    """What one shard produced: predictions (key, score, label) and rejects (key, reason, row)."""
+    """What one shard produced: predictions (key, score, label, outputs) and rejects (key, reason, row)."""
 
     shard_id: str
     rows_in: int
@@ -45,12 +49,13 @@ def score_table(
     checked = validate(table, model.card, max_key_length=max_key_length)
     outputs = model.predict(checked.good, batch_rows=batch_rows)
     n = checked.good.num_rows
-    label = outputs.get("label")
+    label = label_values(model.card, outputs)
     predictions = pa.table(
         [
             checked.good.column(model.card.key),
-            pa.array(outputs["score"], pa.float32()),
+            pa.array(score_values(model.card, outputs), pa.float32()),
             pa.array(label, pa.int64()) if label is not None else pa.nulls(n, pa.int64()),
+            encode_outputs(model.card, outputs, n),
         ],
         schema=PREDICTION_SCHEMA,
     )

@@ -68,8 +68,11 @@ class Bundle:
 
 
 def key_hash_column(key: Column) -> Column:
-    """Spark's native twin of ``core.keys.key_hash``: XXH64 seed 42, null keys hash to 0."""
-    return F.when(key.isNull(), F.lit(NULL_KEY_HASH).cast("long")).otherwise(F.xxhash64(key))
+    """Spark's native twin of ``core.keys.key_hash``: XXH64 seed 42, null keys hash to 0.
+
+    Integer keys are hashed as their decimal text, as ``core.keys.key_hash`` and the cache store them.
+    """
+    return F.when(key.isNull(), F.lit(NULL_KEY_HASH).cast("long")).otherwise(F.xxhash64(key.cast("string")))
 
 
 def _signed(index: int) -> int:

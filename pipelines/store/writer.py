@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg import sql
 
+from pipelines.core.outputs import columns_to_store
 from pipelines.core.score import ShardResult
 from pipelines.errors import StoreError, flat_message
 from pipelines.store.ledger import partition_name
@@ -75,9 +76,11 @@ def write_shard(
             if marked.rowcount == 0:
                 return False
             n = result.predictions.num_rows
-            predictions = result.predictions.add_column(
-                0, "run_id", pa.array([run_id] * n, pa.int64())
-            ).add_column(0, "version_id", pa.array([version_id] * n, pa.int32()))
+            predictions = (
+                columns_to_store(result.predictions)
+                .add_column(0, "run_id", pa.array([run_id] * n, pa.int64()))
+                .add_column(0, "version_id", pa.array([version_id] * n, pa.int32()))
+            )
             _copy(conn, sql.Identifier(partition_name(version_id)), predictions.column_names, predictions)
             m = result.rejects.num_rows
             rejects = result.rejects.add_column(
