@@ -222,8 +222,7 @@ def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
 
     with connection(cache_url(settings), autocommit=True) as conn:
         result = rollback(conn, model=args.model)
-    now = result.prev_version or "nothing (no version active)"
-    print(f"rolled back publish {result.publish_id} of {result.model}/{result.version}; active now: {now}")
+    print(result.message())
     return 0
 
 

@@ -18,6 +18,7 @@ DEFAULT_BATCH_ROWS = 8_192
 DEFAULT_ORT_THREADS = 1
 DEFAULT_MAX_REJECT_FRACTION = 0.2
 DEFAULT_BEAM_WAVE_ROWS = 2_500_000
+DEFAULT_LEASE_SECONDS = 60
 
 
 class Settings(BaseSettings):
@@ -36,6 +37,8 @@ class Settings(BaseSettings):
             (the DirectRunner holds a shuffle in memory: this bounds peak memory).
         spark_master: Spark master URL (``local[*]`` or ``spark://host:7077``).
         api_keys: Comma-separated API keys for the lookup API; empty means no key required.
+        lease_seconds: How long a scoring run's lease holds without a heartbeat (beats come
+            every third of it); a run whose owner died is resumable by others after this.
     """
 
     model_config = SettingsConfigDict(env_prefix="PREDCACHE_", extra="forbid")
@@ -51,6 +54,7 @@ class Settings(BaseSettings):
     beam_wave_rows: int = Field(default=DEFAULT_BEAM_WAVE_ROWS, ge=1)
     spark_master: str = "local[*]"
     api_keys: str = ""
+    lease_seconds: int = Field(default=DEFAULT_LEASE_SECONDS, ge=3)
 
     @field_validator("database_url")
     @classmethod

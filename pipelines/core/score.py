@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 
 from pipelines.core.model import Model
-from pipelines.core.validate import MAX_KEY_LENGTH, validate
+from pipelines.core.validate import MAX_KEY_LENGTH, reject_rows, validate
 
 PREDICTION_SCHEMA = pa.schema([("key", pa.string()), ("score", pa.float32()), ("label", pa.int64())])
 
@@ -35,6 +36,9 @@ def score_table(
 ) -> ShardResult:
     """Validate ``table`` against the model's card and score the good rows.
 
+    A row whose score comes out NaN or infinite is rejected with the reason (JSON has no
+    such number, and a cached score must be one a reader can use).
+
     Args:
         shard_id: the shard these rows belong to (carried into the result).
         table: every input row of the shard.
@@ -46,14 +50,23 @@ def score_table(
     outputs = model.predict(checked.good, batch_rows=batch_rows)
     n = checked.good.num_rows
     label = outputs.get("label")
+    score = np.asarray(outputs["score"], np.float32)
     predictions = pa.table(
         [
             checked.good.column(model.card.key),
-            pa.array(outputs["score"], pa.float32()),
+            pa.array(score, pa.float32()),
             pa.array(label, pa.int64()) if label is not None else pa.nulls(n, pa.int64()),
         ],
         schema=PREDICTION_SCHEMA,
     )
-    return ShardResult(
-        shard_id=shard_id, rows_in=table.num_rows, predictions=predictions, rejects=checked.rejects
-    )
+    rejects = checked.rejects
+    finite = np.isfinite(score)
+    if not finite.all():
+        bad = ~finite
+        reasons = np.where(np.isnan(score[bad]), "model output 'score' is NaN", "model output 'score' is infinite")
+        mask = pa.array(bad)
+        rejects = pa.concat_tables(
+            [rejects, reject_rows(checked.good.filter(mask), pa.array(reasons, pa.string()), model.card)]
+        )
+        predictions = predictions.filter(pa.array(finite))
+    return ShardResult(shard_id=shard_id, rows_in=table.num_rows, predictions=predictions, rejects=rejects)

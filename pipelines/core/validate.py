@@ -4,9 +4,12 @@ Schema level (the whole input is unusable, one clear error): the key column or a
 input is missing, or a column's type cannot be coerced to the card's dtype without
 guessing (a string where a number is expected, a float where an integer is expected).
 
-Row level (the row is rejected, the run goes on): null or empty key, over-long key, a key
-that occurs more than once in the input (every occurrence is rejected: we cannot know which
-one is right), a null or NaN feature, a float that does not fit float32.
+Row level (the row is rejected, the run goes on): a key that breaks the key rule
+(``core.keyrule``: null, empty, invalid UTF-8, control characters, surrounding white space,
+characters outside the key alphabet, over-long), a key that occurs more than once in the
+input (every occurrence is rejected: we cannot know which one is right), a null or NaN
+feature, a float that does not fit float32, a string feature that is not valid UTF-8.
+Rejected rows are rendered so that any value can be stored (``keyrule.display``).
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.core.card import Card
+from pipelines.core.keyrule import MAX_KEY_LENGTH, display, key_reasons
 from pipelines.core.model import arrow_type
 from pipelines.errors import InputError
 
-MAX_KEY_LENGTH = 256
+__all__ = ["MAX_KEY_LENGTH", "REJECT_SCHEMA", "Validated", "check_schema", "reject_rows", "validate"]
 REJECT_SCHEMA = pa.schema([("key", pa.string()), ("reason", pa.string()), ("row", pa.string())])
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -77,7 +81,38 @@ def _first_reason(current: pa.Array, mask: pa.Array, reason: str) -> pa.Array:
 def _clean_json_value(value: object) -> object:
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else str(value)
+    if isinstance(value, bytes | str):
+        return display(value)
     return value
+
+
+def _as_python(column: pa.Array) -> list[object]:
+    """Values of a column; strings as bytes (they may hold invalid UTF-8, which to_pylist refuses)."""
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        column = column.cast(pa.large_binary())
+    return column.to_pylist()
+
+
+def _invalid_utf8(column: pa.Array) -> pa.Array | None:
+    """Per row: is the string not valid UTF-8? None when the whole column is valid (the usual case)."""
+    try:
+        column.validate(full=True)
+        return None
+    except pa.ArrowInvalid:
+        pass
+    return pa.array([_undecodable(v) for v in column.cast(pa.large_binary()).to_pylist()], pa.bool_())
+
+
+def _undecodable(value: bytes | None) -> bool:
+    if value is None:
+        return False
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
 
 
 def _column(table: pa.Table, name: str) -> pa.Array:
@@ -85,12 +120,19 @@ def _column(table: pa.Table, name: str) -> pa.Array:
     return column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
 
 
-def _reject_rows(table: pa.Table, reasons: pa.Array, card: Card) -> pa.Table:
-    columns = [card.key, *[c for c in card.input_names if c != card.key]]
-    rows = table.select(columns).to_pylist()
-    encoded = [json.dumps({k: _clean_json_value(v) for k, v in row.items()}, default=str) for row in rows]
-    keys = _column(table, card.key).cast(pa.string())
-    return pa.table([keys, reasons.cast(pa.string()), pa.array(encoded, pa.string())], schema=REJECT_SCHEMA)
+def reject_rows(table: pa.Table, reasons: pa.Array, card: Card) -> pa.Table:
+    """Rejected rows as (key, reason, row JSON), every string safe to store (see ``keyrule.display``)."""
+    columns = [card.key, *[c for c in card.input_names if c != card.key and c in table.column_names]]
+    values = {name: _as_python(_column(table, name)) for name in columns}
+    encoded = [
+        json.dumps({name: _clean_json_value(values[name][i]) for name in columns}, default=str)
+        for i in range(table.num_rows)
+    ]
+    keys = [display(k) for k in values[card.key]]  # type: ignore[arg-type]
+    return pa.table(
+        [pa.array(keys, pa.string()), reasons.cast(pa.string()), pa.array(encoded, pa.string())],
+        schema=REJECT_SCHEMA,
+    )
 
 
 def validate(table: pa.Table, card: Card, *, max_key_length: int = MAX_KEY_LENGTH) -> Validated:
@@ -107,14 +149,7 @@ def validate(table: pa.Table, card: Card, *, max_key_length: int = MAX_KEY_LENGT
     check_schema(table.schema, card)
     n = table.num_rows
     keys = _column(table, card.key).cast(pa.string())
-    reasons: pa.Array = pa.nulls(n, pa.string())
-    reasons = _first_reason(reasons, pc.is_null(keys), "key is null")
-    reasons = _first_reason(reasons, pc.equal(pc.utf8_length(keys), 0), "key is empty")
-    reasons = _first_reason(
-        reasons,
-        pc.greater(pc.utf8_length(keys), max_key_length),
-        f"key is longer than {max_key_length} characters",
-    )
+    reasons: pa.Array = key_reasons(keys, max_length=max_key_length)
     if n:
         counts = pa.table({"k": keys}).group_by("k").aggregate([("k", "count")])
         dup_keys = counts.filter(pc.greater(counts["k_count"], 1))["k"]
@@ -132,6 +167,10 @@ def validate(table: pa.Table, card: Card, *, max_key_length: int = MAX_KEY_LENGT
             column = column.cast(column.type.value_type)
         target = arrow_type(spec.dtype)
         reasons = _first_reason(reasons, pc.is_null(column), f"feature '{spec.name}' is null")
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            invalid = _invalid_utf8(column)
+            if invalid is not None:
+                reasons = _first_reason(reasons, invalid, f"feature '{spec.name}' is not valid UTF-8")
         if pa.types.is_floating(column.type):
             reasons = _first_reason(reasons, pc.is_nan(column), f"feature '{spec.name}' is NaN")
             if spec.dtype == "float32":
@@ -145,7 +184,7 @@ def validate(table: pa.Table, card: Card, *, max_key_length: int = MAX_KEY_LENGT
     bad = pc.is_valid(reasons)
     out = pa.table(coerced)
     rejects = (
-        _reject_rows(table.filter(bad), reasons.filter(bad), card)
+        reject_rows(table.filter(bad), reasons.filter(bad), card)
         if pc.any(bad).as_py()
         else REJECT_SCHEMA.empty_table()
     )

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipelines.core.inputs import unplannable
 from pipelines.core.keys import key_hash
 from pipelines.core.model import Model, load_model
 from pipelines.core.score import score_table
@@ -25,13 +26,15 @@ def split_by_shard(table: pa.Table, spec: JobSpec) -> list[tuple[str, pa.Table]]
 
     Pieces are copies (``take``), not slices: a slice would carry, and pickle, its parent's
     whole buffers to the next stage. The input's fingerprint is checked before a run
-    resumes, so every row of the input falls in a shard of the full plan.
+    resumes, so every row of the input falls in a shard of the full plan, except rows with
+    a null or empty key: planning rejected those, so they are dropped here.
     """
     if table.num_rows == 0:
         return []
     # One chunk per column first: a take on a chunked table concatenates its chunks every time.
     table = table.combine_chunks()
     positions = assign_shards(key_hash(table.column(spec.key)), spec.shards)
+    positions[unplannable(table.column(spec.key)).to_numpy(zero_copy_only=False)] = -1
     order = np.argsort(positions, kind="stable")
     sorted_pos = positions[order]
     bounds = np.flatnonzero(np.diff(sorted_pos)) + 1
