@@ -299,7 +299,9 @@ def score_run(
             message = f"the input of run {run_id} ({source}) changed after it was planned; start a new run"
             record_failure(url, run_id, message, owner=owner)
             raise InputError(message)
-        attempt = ledger.start_attempt(conn, run_id, engine, owner=owner, lease_seconds=settings.lease_seconds)
+        attempt = ledger.start_attempt(
+            conn, run_id, engine, owner=owner, lease_seconds=settings.lease_seconds
+        )
         pending = ledger.planned_shards(conn, run_id, pending_only=True)
     fault_point("score.after_claim")
     spec = JobSpec(

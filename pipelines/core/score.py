@@ -63,7 +63,9 @@ def score_table(
     finite = np.isfinite(score)
     if not finite.all():
         bad = ~finite
-        reasons = np.where(np.isnan(score[bad]), "model output 'score' is NaN", "model output 'score' is infinite")
+        reasons = np.where(
+            np.isnan(score[bad]), "model output 'score' is NaN", "model output 'score' is infinite"
+        )
         mask = pa.array(bad)
         rejects = pa.concat_tables(
             [rejects, reject_rows(checked.good.filter(mask), pa.array(reasons, pa.string()), model.card)]

@@ -11,13 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
-from pipelines.errors import ConfigError, StoreError
+from pipelines.errors import ConfigError, StoreError, TransientStoreError
 from pipelines.resources import sql_dir
 
 SQL_DIR = sql_dir()
 _MIGRATION_LOCK = 0x70726564  # arbitrary advisory-lock id ("pred")
 _embedded: dict[Path, Any] = {}
+
+#: A lock wait longer than this fails (retryably) instead of queueing behind a frozen writer.
+LOCK_TIMEOUT_MS = 30_000
+#: A session idle inside a transaction this long is ended by the server, freeing its locks.
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 120_000
+#: TCP keepalives: a peer gone silent is found dead after about idle + interval * count seconds
+#: (75 s), not the kernel default of about two hours.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 15, "keepalives_count": 3}
 
 
 def embedded_url(pgdata: Path) -> str:
@@ -57,17 +66,42 @@ def resolve_url(database_url: str | None, embedded_pgdata: Path) -> str:
     return database_url if database_url else embedded_url(embedded_pgdata)
 
 
+def session_options(url: str) -> dict[str, Any]:
+    """Connection parameters every predcache session uses: timeouts and TCP keepalives.
+
+    The server-side settings go first in ``options``, so an ``options`` of the URL (e.g.
+    ``-c lock_timeout=5s``) comes later and wins.
+    """
+    given = conninfo_to_dict(url).get("options") or ""
+    ours = (
+        f"-c lock_timeout={LOCK_TIMEOUT_MS} "
+        f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}"
+    )
+    return {
+        "connect_timeout": 10,
+        "application_name": "predcache",
+        "options": f"{ours} {given}".strip(),
+        **KEEPALIVES,
+    }
+
+
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:
     """Open a connection; a failure becomes one line that says what to check.
+
+    Every session sets ``lock_timeout`` and ``idle_in_transaction_session_timeout`` and uses
+    TCP keepalives (``session_options``): a frozen or vanished peer costs seconds, not hours.
 
     Raises:
         StoreError: the server cannot be reached or refused the login.
     """
     try:
-        return psycopg.connect(url, autocommit=autocommit, connect_timeout=10, application_name="predcache")
+        return psycopg.connect(url, autocommit=autocommit, **session_options(url))
     except psycopg.OperationalError as exc:
         detail = " ".join(str(exc).split())
-        raise StoreError(f"cannot connect to PostgreSQL ({detail}); check PREDCACHE_DATABASE_URL") from exc
+        # Transient to retriers (a server restarting); a bad URL fails the CLI before any worker runs.
+        raise TransientStoreError(
+            f"cannot connect to PostgreSQL ({detail}); check PREDCACHE_DATABASE_URL"
+        ) from exc
 
 
 @contextlib.contextmanager

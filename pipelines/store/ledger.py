@@ -371,7 +371,9 @@ def verify_run(
     """
     run = get_run(conn, run_id)
     if run.status not in runstate.EDGES["verified"]:
-        raise RunStateError(f"run {run_id} is {run.status}; it cannot become verified (allowed from: scoring)")
+        raise RunStateError(
+            f"run {run_id} is {run.status}; it cannot become verified (allowed from: scoring)"
+        )
     owner = owner or runstate.owner_id()
     pending, rows_planned, shard_in, shard_out, shard_rej = conn.execute(
         "SELECT count(*) FILTER (WHERE status <> 'done'), coalesce(sum(rows_planned), 0), "

@@ -152,7 +152,11 @@ def rollback(conn: psycopg.Connection[Any], *, model: str) -> RollbackResult:
         ).fetchall()
         for (run_id,) in still:
             runstate.move(
-                conn, int(run_id), "rolled_back", detail=f"publish {publish_id} rolled back", set_sql="publish_id = NULL"
+                conn,
+                int(run_id),
+                "rolled_back",
+                detail=f"publish {publish_id} rolled back",
+                set_sql="publish_id = NULL",
             )
         back = conn.execute(
             "SELECT p.publish_id, v.version_id, v.version FROM publishes p JOIN model_versions v "

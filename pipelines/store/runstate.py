@@ -99,7 +99,9 @@ def move(
         raise RunStateError(f"'{to}' is not a run state; states: {', '.join(STATES)}")
     allowed = EDGES.get(to, ())
     with conn.transaction():
-        row = conn.execute("SELECT status, owner FROM runs WHERE run_id = %s FOR UPDATE", (run_id,)).fetchone()
+        row = conn.execute(
+            "SELECT status, owner FROM runs WHERE run_id = %s FOR UPDATE", (run_id,)
+        ).fetchone()
         if row is None:
             raise RunStateError(f"no run {run_id}; see `predcache runs list`")
         before, holder = str(row[0]), row[1]
@@ -135,7 +137,8 @@ def move(
         if to == before == "scoring" and holder not in (None, owner):
             detail = f"took over from {holder}; {detail}" if detail else f"took over from {holder}"
         conn.execute(
-            "INSERT INTO run_events (run_id, from_status, to_status, owner, detail) VALUES (%s, %s, %s, %s, %s)",
+            "INSERT INTO run_events (run_id, from_status, to_status, owner, detail) "
+            "VALUES (%s, %s, %s, %s, %s)",
             (run_id, before, to, owner, detail[:2000]),
         )
     return before
@@ -153,9 +156,7 @@ def heartbeat(conn: psycopg.Connection[Any], run_id: int, owner: str, lease_seco
 
 def release(conn: psycopg.Connection[Any], run_id: int, owner: str) -> None:
     """End ``owner``'s lease (scoring finished or stopped): the next step needs no wait."""
-    conn.execute(
-        "UPDATE runs SET lease_expires_at = NULL WHERE run_id = %s AND owner = %s", (run_id, owner)
-    )
+    conn.execute("UPDATE runs SET lease_expires_at = NULL WHERE run_id = %s AND owner = %s", (run_id, owner))
 
 
 def events(conn: psycopg.Connection[Any], run_id: int) -> list[str]:
