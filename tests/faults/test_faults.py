@@ -112,7 +112,8 @@ def _rerun_and_check(
         ).fetchone()
         stored = {r[0] for r in conn.execute("SELECT key FROM predictions WHERE run_id = %s", (run_id,))}
         others = conn.execute(
-            "SELECT count(*) FROM runs WHERE input_uri = %s AND status IN ('verified', 'published') AND run_id <> %s",
+            "SELECT count(*) FROM runs WHERE input_uri = %s AND status IN ('verified', 'published') "
+            "AND run_id <> %s",
             (str(folder.resolve()), run_id),
         ).fetchone()
         events = runstate.events(conn, run_id)
@@ -164,7 +165,7 @@ def test_kill_9_of_a_worker_then_a_rerun_stores_every_key_once(case, tally, poin
     assert worker != proc.pid
     os.kill(worker, signal.SIGKILL)
     (faults_dir / "release").touch()
-    _finish(proc, timeout=90)
+    _finish(proc, timeout=15)  # the Beam DirectRunner waits forever for a dead worker
     _rerun_and_check(server.url, folder, base, keys, tally, f"kill -9 worker at {point}")
 
 
