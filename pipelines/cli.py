@@ -206,7 +206,7 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.store.publish import publish
 
     with connection(cache_url(settings), autocommit=True) as conn:
-        result = publish(conn, model=args.model, version=args.version)
+        result = publish(conn, model=args.model, version=args.version, run_ids=args.run or None)
     print(
         f"published {result.model}/{result.version} (publish {result.publish_id}, "
         f"runs {result.run_ids or 'none new'}; "
@@ -383,6 +383,13 @@ def build_parser() -> argparse.ArgumentParser:
     pub = add("publish", cmd_publish, "make a version active and publish its verified runs")
     pub.add_argument("--model", required=True)
     pub.add_argument("--version", required=True)
+    pub.add_argument(
+        "--run",
+        type=int,
+        action="append",
+        metavar="RUN_ID",
+        help="publish only this run (repeatable); the way to bring back a rolled-back run",
+    )
     rb = add("rollback", cmd_rollback, "undo the newest publish of a model")
     rb.add_argument("--model", required=True)
 

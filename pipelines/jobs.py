@@ -350,10 +350,11 @@ def score_run(
     return len(pending)
 
 
-def verify_run(settings: Settings, run_id: int) -> ledger.RunRecord:
+def verify_run(settings: Settings, run_id: int, *, owner: str | None = None) -> ledger.RunRecord:
     """Check the run is whole (see ``ledger.verify_run``) and mark it verified; idempotent.
 
     The input's fingerprint is taken again: files rewritten while the run scored fail it.
+    ``owner``: the process that scored the run (its lease, if still held, does not block it).
     """
     with connection(cache_url(settings), autocommit=True) as conn:
         run = ledger.get_run(conn, run_id)
@@ -365,17 +366,24 @@ def verify_run(settings: Settings, run_id: int) -> ledger.RunRecord:
         except InputError as exc:
             now = f"unreadable: {exc}"
         verified = ledger.verify_run(
-            conn, run_id, max_reject_fraction=settings.max_reject_fraction, fingerprint=now
+            conn, run_id, max_reject_fraction=settings.max_reject_fraction, owner=owner, fingerprint=now
         )
     fault_point("verify.after")
     return verified
 
 
 def publish_run(settings: Settings, run_id: int) -> bool:
-    """Publish one verified run (and make its version active); False if it already was."""
+    """Publish one verified run (and make its version active); False if it already was.
+
+    A rolled-back run is not published again here (a DAG retry or a rerun with ``--publish``
+    must not undo a rollback): ``predcache publish --run ID`` does that on purpose.
+    """
     with connection(cache_url(settings), autocommit=True) as conn:
         run = ledger.get_run(conn, run_id)
         if run.publish_id is not None:
+            return False
+        if run.status == "rolled_back":
+            log.warning("run %s was rolled back; publish it by id to bring it back", run_id)
             return False
         publish(conn, model=run.model, version=run.version, run_ids=[run_id])
     fault_point("publish.after")
@@ -394,6 +402,7 @@ def run_job(settings: Settings, request: RunRequest, *, on_progress: ProgressFn 
     planned = plan_run(settings, request)
     scored = 0
     if not planned.finished:
+        owner = runstate.owner_id()
         scored = score_run(
             settings,
             planned.run_id,
@@ -401,8 +410,9 @@ def run_job(settings: Settings, request: RunRequest, *, on_progress: ProgressFn 
             engine_options=request.engine_options,
             fail_shards=request.fail_shards,
             on_progress=on_progress,
+            owner=owner,
         )
-        verify_run(settings, planned.run_id)
+        verify_run(settings, planned.run_id, owner=owner)
     published = publish_run(settings, planned.run_id) if request.publish else False
     with connection(cache_url(settings)) as conn:
         return _summary(

@@ -38,3 +38,25 @@ def test_null_and_empty_keys_are_rejected_before_planning_and_form_no_shard(
     summary = run_job(settings, RunRequest(model="toy", input=folder, shard_rows=20))
     assert (summary.run_id, summary.status) == (run_id, "verified")
     assert (summary.rows_in, summary.rows_out, summary.rows_rejected) == (600, 100, 500)
+
+
+def test_a_run_is_not_resumed_with_a_model_rebuilt_in_place(
+    database_url: str, settings_for, tmp_path: Path, toy_model_builder
+) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from pipelines.errors import ModelCardError
+    from pipelines.jobs import score_run
+
+    models = tmp_path / "models"
+    toy_model_builder(models, name="rebuilt", weights=(0.5, 0.25))
+    settings = settings_for(database_url, models_dir=models)
+    folder = tmp_path / "in2"
+    folder.mkdir()
+    pq.write_table(pa.table({"id": ["a", "b"], "x": [0.1, 0.2], "n": [1, 2]}), folder / "p.parquet")
+    run_id = plan_run(settings, RunRequest(model="rebuilt", input=folder)).run_id
+    toy_model_builder(models, name="rebuilt", weights=(0.9, 0.1))
+    with pytest.raises(ModelCardError, match="versions are immutable"):
+        score_run(settings, run_id)
+    with connection(database_url) as conn:
+        assert ledger.get_run(conn, run_id).status == "planned"

@@ -210,3 +210,26 @@ def test_two_runs_of_the_same_input_started_together_store_every_key_once(case, 
         f"two runs started together{' --publish' if publish else ''} (exits {codes})",
         *extra,
     )
+
+
+SPARK_POINTS = ["shard.after_commit", "shard.after_copy"]
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("point", SPARK_POINTS)
+def test_a_spark_task_failing_at_a_point_is_retried_and_stores_every_key_once(
+    case, tally, point: str
+) -> None:  # type: ignore[no-untyped-def]
+    """The first task to reach the point fails (after its shard committed, or before); Spark retries it."""
+    server, faults_dir, folder, keys, base = case
+    spark = ("--engine", "spark", "--spark-master", "local[2,2]")
+    env = {**base, "PREDCACHE_FAULTS": f"{point}@1=raise", "PREDCACHE_FAULTS_DIR": str(faults_dir)}
+    proc = _start(folder, env, *spark)
+    out, err = proc.communicate(timeout=CLI_TIMEOUT_S)
+    assert proc.returncode == 0, err[-2000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    with connection(server.url) as conn:
+        attempts = ledger.get_run(conn, summary["run_id"]).attempts
+    # The fault fired, yet the run finished in its first attempt: Spark retried the task.
+    assert (faults_dir / f"hit.{point}.1").exists() and attempts == 1
+    _rerun_and_check(server.url, folder, base, keys, tally, f"spark task failed at {point}, retried", *spark)
