@@ -58,19 +58,29 @@ def fault_server() -> Iterator[Server]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+_TALLY = Tally()
+
+
 @pytest.fixture(scope="session")
-def tally(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tally]:
-    found = Tally()
-    yield found
-    if not found.rows:
+def tally() -> Tally:
+    """Every fault injected in this session, with the keys lost and duplicated after its rerun."""
+    return _TALLY
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the tally (faults injected, keys lost, keys duplicated) after the run."""
+    if not _TALLY.rows:
         return
     summary = {
-        "faults": len(found.rows),
-        "keys_lost": sum(r["lost"] for r in found.rows),
-        "keys_duplicated": sum(r["duplicated"] for r in found.rows),
+        "faults": len(_TALLY.rows),
+        "keys_lost": sum(r["lost"] for r in _TALLY.rows),
+        "keys_duplicated": sum(r["duplicated"] for r in _TALLY.rows),
     }
-    path = tmp_path_factory.getbasetemp() / "fault-tally.json"
-    path.write_text(json.dumps({**summary, "runs": found.rows}, indent=2))
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"fault suite: {json.dumps(summary)} (details: {path})")
+    terminalreporter.section("fault suite tally")
+    for row in _TALLY.rows:
+        last = row["events"][-1] if row["events"] else ""
+        terminalreporter.write_line(
+            f"{row['fault']}: lost {row['lost']}, duplicated {row['duplicated']}; "
+            f"{len(row['events'])} events, last: {last}"
+        )
+    terminalreporter.write_line(json.dumps(summary))
