@@ -67,8 +67,8 @@ def score_table(
             np.isnan(score[bad]), "model output 'score' is NaN", "model output 'score' is infinite"
         )
         mask = pa.array(bad)
-        rejects = pa.concat_tables(
-            [rejects, reject_rows(checked.good.filter(mask), pa.array(reasons, pa.string()), model.card)]
-        )
+        bad_rows = reject_rows(checked.good.filter(mask), pa.array(reasons, pa.string()), model.card)
+        # One chunk: pyarrow's CSV writer emits garbage for a table whose first chunk is empty.
+        rejects = pa.concat_tables([rejects, bad_rows]).combine_chunks() if rejects.num_rows else bad_rows
         predictions = predictions.filter(pa.array(finite))
     return ShardResult(shard_id=shard_id, rows_in=table.num_rows, predictions=predictions, rejects=rejects)

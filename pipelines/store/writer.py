@@ -31,7 +31,8 @@ _CSV_OPTIONS = pacsv.WriteOptions(include_header=False, delimiter=",")
 
 def _csv_bytes(table: pa.Table) -> bytes:
     sink = io.BytesIO()
-    pacsv.write_csv(table, sink, write_options=_CSV_OPTIONS)
+    # One chunk: pyarrow 25's CSV writer emits ~8 KB of NUL bytes for an empty first chunk.
+    pacsv.write_csv(table.combine_chunks(), sink, write_options=_CSV_OPTIONS)
     return sink.getvalue()
 
 

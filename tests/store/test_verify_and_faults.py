@@ -141,3 +141,20 @@ def test_a_lock_timeout_behind_a_frozen_writer_is_retryable(scored) -> None:  # 
         done.set()
         thread.join()
     assert info.value.retryable and isinstance(info.value, StoreError)
+
+
+def test_a_table_whose_first_chunk_is_empty_is_copied_intact(scored) -> None:  # type: ignore[no-untyped-def]
+    url, model, run_id, version_id, table, shards = scored
+    good = score_table(shards[0].shard_id, _table(3), model, batch_rows=8)
+    chunked = pa.concat_tables([good.predictions.schema.empty_table(), good.predictions])
+    result = ShardResult(shards[0].shard_id, 3, chunked, REJECT_SCHEMA.empty_table())
+    with connection(url, autocommit=True) as conn:
+        assert write_shard(conn, run_id=run_id, version_id=version_id, result=result, attempt=1, started=0.0)
+        keys = [
+            r[0]
+            for r in conn.execute(
+                f"SELECT key FROM {ledger.partition_name(version_id)} WHERE run_id = %s ORDER BY key",
+                (run_id,),
+            )
+        ]
+    assert keys == ["k0", "k1", "k2"]
