@@ -116,7 +116,7 @@ def move(
         }
         lease_guard = f" AND {_LEASE_FREE}" if owner is not None else ""
         updated = conn.execute(
-            f"UPDATE runs SET status = %(to)s{', ' + set_sql if set_sql else ''} "  # noqa: S608 (trusted)
+            f"UPDATE runs SET status = %(to)s{', ' + set_sql if set_sql else ''} "  # set_sql is trusted code
             f"WHERE run_id = %(run_id)s AND status = ANY(%(allowed)s){lease_guard}",
             values,
         )
