@@ -264,7 +264,7 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.store.publish import publish
 
     with cache_connection(settings) as conn:
-        result = publish(conn, model=args.model, version=args.version)
+        result = publish(conn, model=args.model, version=args.version, run_ids=args.run or None)
     print(
         f"published {result.model}/{result.version} (publish {result.publish_id}, "
         f"runs {result.run_ids or 'none new'}; "
@@ -279,8 +279,7 @@ def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
 
     with cache_connection(settings) as conn:
         result = rollback(conn, model=args.model)
-    now = result.prev_version or "nothing (no version active)"
-    print(f"rolled back publish {result.publish_id} of {result.model}/{result.version}; active now: {now}")
+    print(result.message())
     return 0
 
 
@@ -313,10 +312,11 @@ def cmd_runs_list(settings: Settings, args: argparse.Namespace) -> int:
         runs = list_runs(conn, model=args.model, limit=args.limit)
     for run in runs:
         if args.json:
-            print(json.dumps({**run.__dict__, "created_at": run.created_at.isoformat()}))
+            print(json.dumps(run.__dict__, default=str))
         else:
+            status = f"{run.status} (stale: owner {run.owner} gone, resumable)" if run.stale else run.status
             print(
-                f"{run.run_id}\t{run.model}/{run.version}\t{run.engine}\t{run.status}\t"
+                f"{run.run_id}\t{run.model}/{run.version}\t{run.engine}\t{status}\t"
                 f"in={run.rows_in} out={run.rows_out} rej={run.rows_rejected}\t{run.input_uri}"
             )
     return 0
@@ -326,17 +326,19 @@ def cmd_runs_show(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.store.cache import cache_url
     from pipelines.store.db import connection
     from pipelines.store.ledger import get_run, progress, reject_reasons
+    from pipelines.store.runstate import events
 
     with connection(cache_url(settings)) as conn:
         run = get_run(conn, args.run_id)
         p = progress(conn, args.run_id)
         reasons = reject_reasons(conn, args.run_id)
+        history = events(conn, args.run_id)
     info = {
-        **run.__dict__,
-        "created_at": run.created_at.isoformat(),
+        **{k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in run.__dict__.items()},
         "shards_done": p.shards_done,
         "shards_total": p.shards_total,
         "reject_reasons": dict(reasons),
+        "events": history,
     }
     print(json.dumps(info, indent=None if args.json else 2))
     return 0
@@ -494,6 +496,13 @@ def build_parser() -> argparse.ArgumentParser:
     pub = add("publish", cmd_publish, "make a version active and publish its verified runs")
     pub.add_argument("--model", required=True)
     pub.add_argument("--version", required=True)
+    pub.add_argument(
+        "--run",
+        type=int,
+        action="append",
+        metavar="RUN_ID",
+        help="publish only this run (repeatable); the way to bring back a rolled-back run",
+    )
     rb = add("rollback", cmd_rollback, "undo the newest publish of a model")
     rb.add_argument("--model", required=True)
 
@@ -554,6 +563,11 @@ def _configure_logging(debug: bool) -> None:
     logging.getLogger("pipelines").setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
+def _is_driver_error(exc: BaseException) -> bool:
+    """An error of the database drivers (not imported here: the CLI starts without them)."""
+    return any(t.__module__.split(".")[0] in ("psycopg", "asyncpg") for t in type(exc).__mro__)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -569,6 +583,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"predcache: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:
+        if args.debug or not _is_driver_error(exc):
+            raise
+        detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+        print(
+            f"predcache: error: database error ({detail}); check that PostgreSQL is up, "
+            "then rerun the same command (runs resume)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("predcache: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -38,6 +38,19 @@ class InputError(PredcacheError):
 class StoreError(PredcacheError):
     """The PostgreSQL cache refused or could not do what was asked."""
 
+    #: True when the same call may succeed if tried again (connection lost, lock timeout).
+    retryable = False
+
+
+class TransientStoreError(StoreError):
+    """The database was briefly unavailable or busy (broken connection, lock timeout): retry."""
+
+    retryable = True
+
+
+class RowDataError(StoreError):
+    """The database refused a value of one row: retrying cannot help; the row must change."""
+
 
 class MigrationError(StoreError):
     """The cache's schema and the shipped migrations disagree (edited, missing or newer migrations)."""

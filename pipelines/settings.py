@@ -22,6 +22,7 @@ DEFAULT_BEAM_WAVE_ROWS = 2_500_000
 DEFAULT_GC_KEEP_VERSIONS = 2
 #: Retention: the rollback window in days (publishes and runs younger than this are kept).
 DEFAULT_GC_KEEP_DAYS = 7.0
+DEFAULT_LEASE_SECONDS = 60
 
 
 class Settings(BaseSettings):
@@ -50,6 +51,8 @@ class Settings(BaseSettings):
             generated one, kept in ``home/api_db_password`` (mode 0600).
         gc_keep_versions: `predcache gc`: newest versions per model whose partitions are kept.
         gc_keep_days: `predcache gc`: rollback window in days; younger runs and publishes are kept.
+        lease_seconds: How long a scoring run's lease holds without a heartbeat (beats come
+            every third of it); a run whose owner died is resumable by others after this.
     """
 
     model_config = SettingsConfigDict(env_prefix="PREDCACHE_", extra="forbid")
@@ -69,6 +72,7 @@ class Settings(BaseSettings):
     api_db_password: str | None = None
     gc_keep_versions: int = Field(default=DEFAULT_GC_KEEP_VERSIONS, ge=1)
     gc_keep_days: float = Field(default=DEFAULT_GC_KEEP_DAYS, ge=0.0)
+    lease_seconds: int = Field(default=DEFAULT_LEASE_SECONDS, ge=3)
 
     @field_validator("database_url", "api_database_url", "api_db_password")
     @classmethod

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.core.card import Card
 from pipelines.core.keys import key_hash
-from pipelines.core.validate import check_schema
+from pipelines.core.validate import REJECT_SCHEMA, check_schema, reject_rows
 from pipelines.errors import InputError, one_line
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
@@ -86,6 +88,47 @@ def key_hashes(files: list[Path], key: str) -> np.ndarray:
     """Hashes of every row's key over all files (the plan's one pass over the input)."""
     parts = [key_hash(read_table(path, [key]).column(key)) for path in files]
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+
+def unplannable(keys: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Per key: null or empty (such keys share one hash, so they are rejected before planning)."""
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks() if keys.num_chunks != 1 else keys.chunk(0)
+    if pa.types.is_dictionary(keys.type):
+        keys = keys.cast(keys.type.value_type)
+    return pc.fill_null(pc.equal(pc.binary_length(keys), 0), True)
+
+
+@dataclass(frozen=True)
+class KeyScan:
+    """The planning pass over the input: hashes of plannable keys, and the rows rejected up front."""
+
+    hashes: np.ndarray
+    rejects: pa.Table
+
+
+def scan_keys(files: list[Path], card: Card) -> KeyScan:
+    """Hash every row's key; rows whose key is null or empty become rejects instead.
+
+    Only a file that has such rows is read again, with the model's columns, to record them.
+    """
+    parts: list[np.ndarray] = []
+    rejects: list[pa.Table] = []
+    for path in files:
+        keys = read_table(path, [card.key]).column(card.key)
+        bad = unplannable(keys)
+        if not pc.any(bad).as_py():
+            parts.append(key_hash(keys))
+            continue
+        parts.append(key_hash(keys.filter(pc.invert(bad))))
+        columns = [card.key, *[c for c in card.input_names if c != card.key]]
+        rows = read_table(path, columns).filter(bad)
+        reasons = pc.if_else(pc.is_null(rows.column(card.key)), "key is null", "key is empty")
+        rejects.append(reject_rows(rows, reasons.combine_chunks(), card))
+    return KeyScan(
+        hashes=np.concatenate(parts) if parts else np.empty(0, dtype=np.int64),
+        rejects=pa.concat_tables(rejects) if rejects else REJECT_SCHEMA.empty_table(),
+    )
 
 
 def group_files(files: list[Path], groups: int) -> list[list[Path]]:

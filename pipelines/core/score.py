@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 
 from pipelines.core.model import Model
 from pipelines.core.outputs import encode_outputs, label_values, score_values
-from pipelines.core.validate import MAX_KEY_LENGTH, validate
+from pipelines.core.validate import MAX_KEY_LENGTH, reject_rows, validate
 
 #: What a shard stores per key: the typed score and label, and every output as one JSON object text.
 PREDICTION_SCHEMA = pa.schema(
@@ -39,6 +40,9 @@ def score_table(
 ) -> ShardResult:
     """Validate ``table`` against the model's card and score the good rows.
 
+    A row whose score comes out NaN or infinite is rejected with the reason (JSON has no
+    such number, and a cached score must be one a reader can use).
+
     Args:
         shard_id: the shard these rows belong to (carried into the result).
         table: every input row of the shard.
@@ -50,15 +54,26 @@ def score_table(
     outputs = model.predict(checked.good, batch_rows=batch_rows)
     n = checked.good.num_rows
     label = label_values(model.card, outputs)
+    score = np.asarray(score_values(model.card, outputs), np.float32)
     predictions = pa.table(
         [
             checked.good.column(model.card.key),
-            pa.array(score_values(model.card, outputs), pa.float32()),
+            pa.array(score, pa.float32()),
             pa.array(label, pa.int64()) if label is not None else pa.nulls(n, pa.int64()),
             encode_outputs(model.card, outputs, n),
         ],
         schema=PREDICTION_SCHEMA,
     )
-    return ShardResult(
-        shard_id=shard_id, rows_in=table.num_rows, predictions=predictions, rejects=checked.rejects
-    )
+    rejects = checked.rejects
+    finite = np.isfinite(score)
+    if not finite.all():
+        bad = ~finite
+        reasons = np.where(
+            np.isnan(score[bad]), "model output 'score' is NaN", "model output 'score' is infinite"
+        )
+        mask = pa.array(bad)
+        bad_rows = reject_rows(checked.good.filter(mask), pa.array(reasons, pa.string()), model.card)
+        # One chunk: pyarrow's CSV writer emits garbage for a table whose first chunk is empty.
+        rejects = pa.concat_tables([rejects, bad_rows]).combine_chunks() if rejects.num_rows else bad_rows
+        predictions = predictions.filter(pa.array(finite))
+    return ShardResult(shard_id=shard_id, rows_in=table.num_rows, predictions=predictions, rejects=rejects)

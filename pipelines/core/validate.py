@@ -6,10 +6,13 @@ cannot be coerced to the card's dtype without loss (a string where a number is e
 float where an integer is expected; integers to float are accepted), or a list column of the
 wrong fixed size.
 
-Row level (the row is rejected, the run goes on): null or empty key, over-long key, a key
-that occurs more than once in the input (every occurrence is rejected: we cannot know which
-one is right), a null or NaN feature, a float that does not fit float32, a list feature that
-does not hold exactly K values or holds a bad value. Integer keys become their decimal text.
+Row level (the row is rejected, the run goes on): a key that breaks the key rule
+(``core.keyrule``: null, empty, invalid UTF-8, control characters, surrounding white space,
+characters outside the key alphabet, over-long), a key that occurs more than once in the
+input (every occurrence is rejected: we cannot know which one is right), a null or NaN
+feature, a float that does not fit float32, a string feature that is not valid UTF-8, a list
+feature that does not hold exactly K values or holds a bad value. Integer keys become their
+decimal text. Rejected rows are rendered so that any value can be stored (``keyrule.display``).
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.core.card import Card, InputSpec
+from pipelines.core.keyrule import MAX_KEY_LENGTH, display, key_reasons
 from pipelines.core.model import arrow_type
 from pipelines.errors import InputError
 
-MAX_KEY_LENGTH = 256
+__all__ = ["MAX_KEY_LENGTH", "REJECT_SCHEMA", "Validated", "check_schema", "reject_rows", "validate"]
 REJECT_SCHEMA = pa.schema([("key", pa.string()), ("reason", pa.string()), ("row", pa.string())])
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -122,7 +126,38 @@ def _first_reason(current: pa.Array, mask: pa.Array, reason: str) -> pa.Array:
 def _clean_json_value(value: object) -> object:
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else str(value)
+    if isinstance(value, bytes | str):
+        return display(value)
     return value
+
+
+def _as_python(column: pa.Array) -> list[object]:
+    """Values of a column; strings as bytes (they may hold invalid UTF-8, which to_pylist refuses)."""
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        column = column.cast(pa.large_binary())
+    return column.to_pylist()
+
+
+def _invalid_utf8(column: pa.Array) -> pa.Array | None:
+    """Per row: is the string not valid UTF-8? None when the whole column is valid (the usual case)."""
+    try:
+        column.validate(full=True)
+        return None
+    except pa.ArrowInvalid:
+        pass
+    return pa.array([_undecodable(v) for v in column.cast(pa.large_binary()).to_pylist()], pa.bool_())
+
+
+def _undecodable(value: bytes | None) -> bool:
+    if value is None:
+        return False
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
 
 
 def _column(table: pa.Table, name: str) -> pa.Array:
@@ -130,17 +165,28 @@ def _column(table: pa.Table, name: str) -> pa.Array:
     return column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
 
 
-def _reject_rows(table: pa.Table, reasons: pa.Array, card: Card) -> pa.Table:
-    columns = [card.key, *card.columns]
-    rows = table.select(columns).to_pylist()
-    encoded = [json.dumps({k: _clean_json_value(v) for k, v in row.items()}, default=str) for row in rows]
-    keys = _column(table, card.key).cast(pa.string())
-    return pa.table([keys, reasons.cast(pa.string()), pa.array(encoded, pa.string())], schema=REJECT_SCHEMA)
+def reject_rows(table: pa.Table, reasons: pa.Array, card: Card) -> pa.Table:
+    """Rejected rows as (key, reason, row JSON), every string safe to store (see ``keyrule.display``)."""
+    columns = [card.key, *[c for c in card.columns if c != card.key and c in table.column_names]]
+    values = {name: _as_python(_column(table, name)) for name in columns}
+    encoded = [
+        json.dumps({name: _clean_json_value(values[name][i]) for name in columns}, default=str)
+        for i in range(table.num_rows)
+    ]
+    keys = [display(k) for k in values[card.key]]  # type: ignore[arg-type]
+    return pa.table(
+        [pa.array(keys, pa.string()), reasons.cast(pa.string()), pa.array(encoded, pa.string())],
+        schema=REJECT_SCHEMA,
+    )
 
 
 def _scalar_reasons(reasons: pa.Array, column: pa.Array, name: str, dtype: str) -> pa.Array:
     """Null, NaN, infinite and (for float32) too-large values of one scalar column."""
     reasons = _first_reason(reasons, pc.is_null(column), f"feature '{name}' is null")
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        invalid = _invalid_utf8(column)
+        if invalid is not None:
+            reasons = _first_reason(reasons, invalid, f"feature '{name}' is not valid UTF-8")
     if pa.types.is_floating(column.type):
         reasons = _first_reason(reasons, pc.is_nan(column), f"feature '{name}' is NaN")
         if dtype in ("float32", "float64"):
@@ -196,14 +242,7 @@ def validate(table: pa.Table, card: Card, *, max_key_length: int = MAX_KEY_LENGT
     check_schema(table.schema, card)
     n = table.num_rows
     keys = _column(table, card.key).cast(pa.string())
-    reasons: pa.Array = pa.nulls(n, pa.string())
-    reasons = _first_reason(reasons, pc.is_null(keys), "key is null")
-    reasons = _first_reason(reasons, pc.equal(pc.utf8_length(keys), 0), "key is empty")
-    reasons = _first_reason(
-        reasons,
-        pc.greater(pc.utf8_length(keys), max_key_length),
-        f"key is longer than {max_key_length} characters",
-    )
+    reasons: pa.Array = key_reasons(keys, max_length=max_key_length)
     if n:
         counts = pa.table({"k": keys}).group_by("k").aggregate([("k", "count")])
         dup_keys = counts.filter(pc.greater(counts["k_count"], 1))["k"]
@@ -229,7 +268,7 @@ def validate(table: pa.Table, card: Card, *, max_key_length: int = MAX_KEY_LENGT
     bad = pc.is_valid(reasons)
     out = pa.table(coerced)
     rejects = (
-        _reject_rows(table.filter(bad), reasons.filter(bad), card)
+        reject_rows(table.filter(bad), reasons.filter(bad), card)
         if pc.any(bad).as_py()
         else REJECT_SCHEMA.empty_table()
     )

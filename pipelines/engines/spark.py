@@ -131,9 +131,12 @@ def shards_frame(session: SparkSession, spec: JobSpec, labels: list[int]) -> Dat
     # from folder names (date=...), which core's reader does not do either.
     reader = session.read.option("recursiveFileLookup", "true")
     frame = reader.parquet(*[str(p) for p in spec.files]).select(*[F.col(f"`{c}`") for c in spec.columns])
-    label = shard_position_column(key_hash_column(F.col(f"`{spec.key}`")), spec.shards, labels)
+    key = F.col(f"`{spec.key}`")
+    label = shard_position_column(key_hash_column(key), spec.shards, labels)
     return (
-        frame.withColumn(SHARD_COLUMN, label)
+        # Null and empty keys were rejected while planning (core.inputs.scan_keys).
+        frame.where(key.isNotNull() & (F.length(key) > 0))
+        .withColumn(SHARD_COLUMN, label)
         .where(F.col(SHARD_COLUMN).isNotNull())
         .repartition(len(spec.shards), SHARD_COLUMN)
         .sortWithinPartitions(SHARD_COLUMN)

@@ -8,14 +8,23 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
-from pipelines.errors import StoreError, flat_message
+from pipelines.errors import StoreError, TransientStoreError, flat_message
 from pipelines.store.urls import libpq_url
 
 #: The read-only role of sql/003_readonly_role.sql (the lookup API and SQL readers take it).
 READER_ROLE = "predcache_reader"
 CONNECT_TIMEOUT_S = 10
 _embedded: dict[Path, Any] = {}
+
+#: A lock wait longer than this fails (retryably) instead of queueing behind a frozen writer.
+LOCK_TIMEOUT_MS = 30_000
+#: A session idle inside a transaction this long is ended by the server, freeing its locks.
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 120_000
+#: TCP keepalives: a peer gone silent is found dead after about idle + interval * count seconds
+#: (75 s), not the kernel default of about two hours.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 15, "keepalives_count": 3}
 
 
 def embedded_url(pgdata: Path) -> str:
@@ -53,26 +62,49 @@ def resolve_url(database_url: str | None, embedded_pgdata: Path) -> str:
     return libpq_url(database_url) if database_url else embedded_url(embedded_pgdata)
 
 
+def session_options(url: str) -> dict[str, Any]:
+    """Connection parameters every predcache session uses: timeouts and TCP keepalives.
+
+    The server-side settings go first in ``options``, so an ``options`` of the URL (e.g.
+    ``-c lock_timeout=5s``) comes later and wins.
+    """
+    given = conninfo_to_dict(url).get("options") or ""
+    ours = (
+        f"-c lock_timeout={LOCK_TIMEOUT_MS} "
+        f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}"
+    )
+    return {
+        "connect_timeout": 10,
+        "application_name": "predcache",
+        "options": f"{ours} {given}".strip(),
+        **KEEPALIVES,
+    }
+
+
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:
     """Open a connection; a failure becomes one line that says what to check.
+
+    Every session sets ``lock_timeout`` and ``idle_in_transaction_session_timeout`` and uses
+    TCP keepalives (``session_options``): a frozen or vanished peer costs seconds, not hours.
 
     Raises:
         StoreError: the server cannot be reached or refused the login.
     """
     try:
-        return psycopg.connect(
-            libpq_url(url),
-            autocommit=autocommit,
-            connect_timeout=CONNECT_TIMEOUT_S,
-            application_name="predcache",
-        )
+        url = libpq_url(url)
+        return psycopg.connect(url, autocommit=autocommit, **session_options(url))
     except psycopg.OperationalError as exc:
         raise unreachable(exc) from exc
 
 
 def unreachable(exc: BaseException) -> StoreError:
-    """The error for a driver's failed connection (psycopg, psycopg2): its whole message on one line."""
-    return StoreError(f"cannot connect to PostgreSQL ({flat_message(exc)}); check PREDCACHE_DATABASE_URL")
+    """The error for a driver's failed connection (psycopg, psycopg2): its whole message on one line.
+
+    Transient to retriers (a server restarting); a bad URL fails the CLI before any worker runs.
+    """
+    return TransientStoreError(
+        f"cannot connect to PostgreSQL ({flat_message(exc)}); check PREDCACHE_DATABASE_URL"
+    )
 
 
 @contextlib.contextmanager

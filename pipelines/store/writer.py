@@ -8,6 +8,7 @@ then finds it done and writes nothing. A failure anywhere rolls the rows back wi
 from __future__ import annotations
 
 import io
+import re
 import time
 from typing import Any
 
@@ -18,15 +19,21 @@ from psycopg import sql
 
 from pipelines.core.outputs import columns_to_store
 from pipelines.core.score import ShardResult
-from pipelines.errors import StoreError, flat_message
+from pipelines.errors import RowDataError, StoreError, TransientStoreError
+from pipelines.faults import fault_point
 from pipelines.store.ledger import partition_name
+
+#: SQLSTATE classes of errors caused by the data sent (22 data exception, 23 integrity):
+#: retrying the same rows fails the same way.
+_DATA_ERROR_CLASSES = ("22", "23")
 
 _CSV_OPTIONS = pacsv.WriteOptions(include_header=False, delimiter=",")
 
 
 def _csv_bytes(table: pa.Table) -> bytes:
     sink = io.BytesIO()
-    pacsv.write_csv(table, sink, write_options=_CSV_OPTIONS)
+    # One chunk: pyarrow 25's CSV writer emits ~8 KB of NUL bytes for an empty first chunk.
+    pacsv.write_csv(table.combine_chunks(), sink, write_options=_CSV_OPTIONS)
     return sink.getvalue()
 
 
@@ -64,7 +71,9 @@ def write_shard(
         True if this call stored the shard, False if it was already done (nothing written).
 
     Raises:
-        StoreError: the database refused the rows (the transaction was rolled back).
+        RowDataError: the database refused a value of one row (named; retrying cannot help).
+        TransientStoreError: the connection broke or a lock wait timed out (retry: nothing was stored).
+        StoreError: any other refusal (the transaction was rolled back).
     """
     try:
         with conn.transaction():
@@ -75,6 +84,7 @@ def write_shard(
             )
             if marked.rowcount == 0:
                 return False
+            fault_point("shard.after_marker")
             n = result.predictions.num_rows
             predictions = (
                 columns_to_store(result.predictions)
@@ -92,9 +102,39 @@ def write_shard(
                 "WHERE run_id = %s AND shard_id = %s",
                 (time.perf_counter() - started, run_id, result.shard_id),
             )
+            fault_point("shard.after_copy")
     except psycopg.Error as exc:
-        detail = flat_message(exc, limit=300)
-        raise StoreError(
-            f"writing shard {result.shard_id} of run {run_id} failed ({detail}); rerun to resume"
-        ) from exc
+        raise classify(exc, run_id=run_id, result=result) from exc
+    fault_point("shard.after_commit")
     return True
+
+
+def classify(exc: psycopg.Error, *, run_id: int, result: ShardResult) -> StoreError:
+    """The error to raise for a failed shard write: data (names the row), transient, or other."""
+    detail = " ".join(str(exc).split())[:300]
+    where = f"shard {result.shard_id} of run {run_id}"
+    state = exc.sqlstate or ""
+    if isinstance(exc, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled) or (
+        isinstance(exc, psycopg.OperationalError) and not state.startswith(_DATA_ERROR_CLASSES)
+    ):
+        return TransientStoreError(f"writing {where} was interrupted ({detail}); it is retried, or rerun")
+    if state.startswith(_DATA_ERROR_CLASSES):
+        return RowDataError(
+            f"the database refused a value of {where}{_row_named(exc, result)} ({detail}); "
+            "this row cannot be stored as it is: fix or remove it in the input (retrying cannot help)"
+        )
+    return StoreError(f"writing {where} failed ({detail}); rerun to resume")
+
+
+def _row_named(exc: psycopg.Error, result: ShardResult) -> str:
+    """ ", row N (key K)" from a COPY error's context ("COPY predictions_v1, line N, ..."), if known."""
+    context = exc.diag.context or ""
+    found = re.search(r"COPY (\w+), line (\d+)", context)
+    if not found:
+        return ""
+    table = result.rejects if found.group(1) == "rejects" else result.predictions
+    line = int(found.group(2))
+    if not 1 <= line <= table.num_rows:
+        return f", {found.group(1)} row {line}"
+    key = table.column("key")[line - 1].as_py()
+    return f", {found.group(1)} row {line} (key {key!r})"

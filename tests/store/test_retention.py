@@ -58,15 +58,15 @@ def _run(
                 shard_rows=100_000,
                 shards=shards,
             )
-            ledger.start_attempt(conn, run_id, "test")
+            ledger.start_attempt(conn, run_id, "test", owner="test")
         if fail:
-            ledger.mark_failed(conn, run_id, "injected")
+            ledger.mark_failed(conn, run_id, "injected", owner="test")
             return run_id
         result = score_table(shards[0].shard_id, table, model, batch_rows=4096)
         write_shard(conn, run_id=run_id, version_id=version_id, result=result, attempt=1, started=0.0)
         if verify:
             with conn.transaction():
-                ledger.verify_run(conn, run_id, max_reject_fraction=0.0)
+                ledger.verify_run(conn, run_id, max_reject_fraction=0.0, owner="test")
     return run_id
 
 

@@ -44,8 +44,8 @@ def test_a_new_versions_table_is_attached_and_indexed_when_its_first_run_verifie
             0,
         )
         with conn.transaction():
-            ledger.start_attempt(conn, run_id, "test")
-            ledger.verify_run(conn, run_id, max_reject_fraction=0.0)
+            ledger.start_attempt(conn, run_id, "test", owner="test")
+            ledger.verify_run(conn, run_id, max_reject_fraction=0.0, owner="test")
         assert conn.execute("SELECT count(*) FROM predictions WHERE run_id = %s", (run_id,)).fetchone() == (
             100,
         )
