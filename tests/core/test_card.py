@@ -49,7 +49,7 @@ def test_an_unknown_field_is_refused_with_its_place(version_dir: Path) -> None:
 
 def test_a_card_without_a_score_output_is_refused(version_dir: Path) -> None:
     _rewrite(version_dir, lambda card: card.update(outputs=[{"name": "label", "dtype": "int64"}]))
-    with pytest.raises(ModelCardError, match="declares no 'score' output"):
+    with pytest.raises(ModelCardError, match="the score output 'score' is not among the outputs"):
         load_card(version_dir)
 
 

@@ -92,7 +92,12 @@ def test_verify_fails_when_the_input_was_rewritten_during_the_run(scored) -> Non
 def test_a_value_the_database_refuses_is_a_data_error_naming_shard_and_row(scored) -> None:  # type: ignore[no-untyped-def]
     url, model, run_id, version_id, table, shards = scored
     predictions = pa.table(
-        [pa.array(["ok1", "bad\x00key"]), pa.array([0.5, 0.5], pa.float32()), pa.array([1, 1], pa.int64())],
+        [
+            pa.array(["ok1", "bad\x00key"]),
+            pa.array([0.5, 0.5], pa.float32()),
+            pa.array([1, 1], pa.int64()),
+            pa.nulls(2, pa.string()),
+        ],
         schema=PREDICTION_SCHEMA,
     )
     result = ShardResult(shards[0].shard_id, 2, predictions, REJECT_SCHEMA.empty_table())
