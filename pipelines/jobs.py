@@ -231,7 +231,7 @@ def score_run(
             workers=settings.workers,
             engine_options={
                 "spark_master": settings.spark_master,
-                "wave_rows": settings.beam_wave_rows,
+                "scratch_uri": settings.scratch,
                 **(engine_options or {}),
             },
             fail_shards=fail_shards,

@@ -21,11 +21,11 @@ from pipelines.store.writer import write_shard
 
 
 def split_by_shard(table: pa.Table, spec: JobSpec) -> list[tuple[str, pa.Table]]:
-    """Cut ``table`` into one compact piece per planned shard; rows of shards not in the spec are dropped.
+    """Cut ``table`` into one piece per planned shard; rows of shards not in the spec are dropped.
 
-    Pieces are copies (``take``), not slices: a slice would carry, and pickle, its parent's
-    whole buffers to the next stage. The input's fingerprint is checked before a run
-    resumes, so every row of the input falls in a shard of the full plan.
+    The rows are put in shard order with one ``take``; the pieces are zero-copy slices of
+    that copy (an Arrow IPC writer stores a slice compactly). The input's fingerprint is
+    checked before a run resumes, so every row of the input falls in a shard of the full plan.
     """
     if table.num_rows == 0:
         return []
@@ -37,8 +37,9 @@ def split_by_shard(table: pa.Table, spec: JobSpec) -> list[tuple[str, pa.Table]]
     bounds = np.flatnonzero(np.diff(sorted_pos)) + 1
     starts = np.concatenate([[0], bounds])
     stops = np.concatenate([bounds, [len(sorted_pos)]])
+    ordered = table.take(pa.array(order))
     return [
-        (spec.shards[int(sorted_pos[a])].shard_id, table.take(pa.array(order[a:b])))
+        (spec.shards[int(sorted_pos[a])].shard_id, ordered.slice(int(a), int(b - a)))
         for a, b in zip(starts, stops, strict=True)
         if sorted_pos[a] >= 0
     ]
