@@ -141,7 +141,7 @@ def plan_run(settings: Settings, request: RunRequest) -> PlannedRun:
         threads=settings.ort_threads,
     )
     files = list_input_files(request.input)
-    check_input(files, model.card)
+    check_input(files, model.card, max_row_group_rows=settings.max_row_group_rows)
     input_uri = str(request.input.resolve())
     digest = fingerprint(files, request.input)
     shard_rows = request.shard_rows or settings.shard_rows

@@ -43,10 +43,34 @@ def _open(path: Path) -> pq.ParquetFile:
         raise InputError(f"{path} is not a readable Parquet file ({reason}); replace or remove it") from exc
 
 
-def check_input(files: list[Path], card: Card) -> None:
-    """Open every file's footer and check its schema against the card (fail fast, one line)."""
+#: Rows per batch when the planner streams the key column.
+KEY_BATCH_ROWS = 65_536
+
+
+def check_input(files: list[Path], card: Card, *, max_row_group_rows: int | None = None) -> None:
+    """Open every file's footer: its schema must match the card, its row groups fit the bound.
+
+    Raises:
+        InputError: a schema mismatch, or a row group larger than ``max_row_group_rows`` (a row
+            group is the smallest part of a file a reader can stream, so it bounds memory).
+    """
     for path in files:
-        check_schema(_open(path).schema_arrow, card, source=str(path))
+        handle = _open(path)
+        check_schema(handle.schema_arrow, card, source=str(path))
+        if max_row_group_rows is not None:
+            check_row_groups(path, handle.metadata, max_row_group_rows)
+
+
+def check_row_groups(path: Path, metadata: pq.FileMetaData, max_rows: int) -> None:
+    """Raise InputError if a row group of the file holds more than ``max_rows`` rows."""
+    largest = max((metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)), default=0)
+    if largest > max_rows:
+        raise InputError(
+            f"{path} has a row group of {largest:,} rows, above the limit of {max_rows:,} "
+            "(PREDCACHE_MAX_ROW_GROUP_ROWS); rewrite it with smaller row groups, e.g. "
+            "pyarrow.parquet.write_table(pyarrow.parquet.read_table(src), dst, row_group_size=131072), "
+            "or raise the limit"
+        )
 
 
 def fingerprint(files: list[Path], root: Path) -> str:
@@ -81,10 +105,24 @@ def iter_tables(path: Path, columns: list[str], *, batch_rows: int) -> Iterator[
         ) from exc
 
 
-def key_hashes(files: list[Path], key: str) -> np.ndarray:
-    """Hashes of every row's key over all files (the plan's one pass over the input)."""
-    parts = [key_hash(read_table(path, [key]).column(key)) for path in files]
+def key_hashes(files: list[Path], key: str, *, batch_rows: int = KEY_BATCH_ROWS) -> np.ndarray:
+    """Hashes of every row's key over all files (the plan's one pass over the input).
+
+    The key column is streamed in batches of ``batch_rows``: memory holds the hashes (8 bytes a
+    row) and one batch of keys, not every key of the input.
+    """
+    parts = [key_hash(batch.column(0)) for path in files for batch in _key_batches(path, key, batch_rows)]
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+
+def _key_batches(path: Path, key: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    handle = _open(path)
+    try:
+        yield from handle.iter_batches(batch_size=batch_rows, columns=[key])
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(
+            f"{path} could not be read ({str(exc).splitlines()[0]}); replace or remove it"
+        ) from exc
 
 
 def group_files(files: list[Path], groups: int) -> list[list[Path]]:

@@ -34,7 +34,8 @@ READ_SLICE_ROWS = 262_144
 READ_GROUP_BYTES = 64 << 20
 #: A read task writes out what it holds once it holds this many rows (bounds its memory).
 READ_FLUSH_ROWS = 1_000_000
-#: Runs of at most this many planned rows run in-process (multi-process start-up costs more).
+#: Runs of at most this many planned rows run in-process (multi-process start-up costs more);
+#: ``engine_options["in_process_max_rows"]`` overrides it.
 IN_PROCESS_MAX_ROWS = 50_000
 
 
@@ -65,7 +66,10 @@ class ReadAndSplit(beam.DoFn):  # type: ignore[misc]
             return
         table = pa.concat_tables(held, promote_options="permissive")
         for shard_id, piece in split_by_shard(table, self.spec):
-            yield shard_id, scratch.write_piece(fs, scratch.piece_path(self.attempt_dir, shard_id, index, part), piece)
+            yield (
+                shard_id,
+                scratch.write_piece(fs, scratch.piece_path(self.attempt_dir, shard_id, index, part), piece),
+            )
 
 
 class ScoreAndWrite(beam.DoFn):  # type: ignore[misc]
@@ -97,14 +101,19 @@ class ScoreAndWrite(beam.DoFn):  # type: ignore[misc]
 
 
 def pipeline_options(spec: JobSpec) -> PipelineOptions:
-    """DirectRunner (multi-process, or in-process for small runs); ``engine_options['beam_args']`` passes anything else."""
+    """DirectRunner, multi-process (in-process for small runs); ``engine_options['beam_args']`` overrides."""
     args = list(spec.engine_options.get("beam_args", []))
     if not any(a.startswith("--runner") for a in args):
-        small = sum(s.rows for s in spec.shards) <= IN_PROCESS_MAX_ROWS or spec.workers == 1
-        mode = ["--direct_running_mode=in_memory"] if small else [
-            "--direct_running_mode=multi_processing",
-            f"--direct_num_workers={spec.workers}",
-        ]
+        limit = int(spec.engine_options.get("in_process_max_rows", IN_PROCESS_MAX_ROWS))
+        small = sum(s.rows for s in spec.shards) <= limit or spec.workers == 1
+        mode = (
+            ["--direct_running_mode=in_memory"]
+            if small
+            else [
+                "--direct_running_mode=multi_processing",
+                f"--direct_num_workers={spec.workers}",
+            ]
+        )
         args += ["--runner=DirectRunner", *mode, "--default_sdk_harness_log_level=WARNING"]
     return PipelineOptions(args)
 

@@ -51,23 +51,23 @@ def _fixed_field(column: pa.Array) -> np.ndarray:
     if column.type == pa.bool_():
         values = np.asarray(column.fill_null(False).to_numpy(zero_copy_only=False), dtype=np.uint8)
     else:
-        values = column.fill_null(0).to_numpy(zero_copy_only=False) if column.null_count else column.to_numpy()
+        values = (
+            column.fill_null(0).to_numpy(zero_copy_only=False) if column.null_count else column.to_numpy()
+        )
     raw = _be(values, dtype)
     length = _be(np.full(len(column), raw.shape[1], np.int32), ">i4")
     return np.concatenate([length, raw], axis=1)
 
 
 def _text_field(column: pa.Array, *, jsonb: bool) -> tuple[np.ndarray, pa.Array]:
-    """(n, 4 [+1]) matrix of the lengths (jsonb: and its version byte), and the text as binary."""
-    if not pa.types.is_large_string(column.type):
-        column = column.cast(pa.string())
-    lengths = pc.binary_length(column).fill_null(-1 - int(jsonb)).to_numpy().astype(np.int64) + int(jsonb)
-    prefix = _be(lengths, ">i4")
-    if jsonb:
-        version = np.ones((len(column), 1), np.uint8)
-        prefix = np.concatenate([prefix, version], axis=1)
-    text = column.fill_null("") if column.null_count else column
-    return prefix, text.cast(pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary())
+    """(n, 4) matrix of the field lengths, and the field bytes as binary (nulls: empty)."""
+    large = pa.types.is_large_string(column.type)
+    data = column.cast(pa.large_binary() if large else pa.binary())
+    if jsonb:  # binary jsonb: a version byte (1), then the JSON text
+        version = pa.scalar(b"\x01", data.type)
+        data = pc.binary_join_element_wise(version, data, pa.scalar(b"", data.type))
+    lengths = pc.binary_length(data).fill_null(-1).to_numpy().astype(np.int64)
+    return _be(lengths, ">i4"), data.fill_null(b"") if data.null_count else data
 
 
 def _flush(segments: list[pa.Array], block: list[np.ndarray]) -> None:
@@ -113,7 +113,11 @@ def encode(table: pa.Table, *, jsonb_columns: frozenset[str] = frozenset()) -> b
             raise TypeError(f"binary COPY cannot encode column {name} of type {column.type}")
     _flush(segments, block)
     segments = [s.cast(pa.large_binary()) for s in segments] if len(segments) > 1 else segments
-    joined = pc.binary_join_element_wise(*segments, pa.scalar(b"", pa.large_binary())) if len(segments) > 1 else segments[0]
+    joined = (
+        pc.binary_join_element_wise(*segments, pa.scalar(b"", pa.large_binary()))
+        if len(segments) > 1
+        else segments[0]
+    )
     offsets_type = np.int64 if pa.types.is_large_binary(joined.type) else np.int32
     _, offsets_buf, data_buf = joined.buffers()
     offsets = np.frombuffer(offsets_buf, dtype=offsets_type)

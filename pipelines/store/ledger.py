@@ -248,9 +248,11 @@ def progress(conn: psycopg.Connection[Any], run_id: int) -> Progress:
 def verify_run(conn: psycopg.Connection[Any], run_id: int, *, max_reject_fraction: float) -> RunRecord:
     """Check the run is whole, then mark it verified.
 
-    Every planned shard is done; the shards' counts add up to the plan; the rows actually
-    stored (predictions + rejects) equal those counts. (No key can be stored twice: a key
-    has one shard, a shard's keys are unique after validation, and a shard commits once.)
+    Every planned shard is done; the shards' counts add up to the plan. The rows stored
+    equal those counts by construction: each shard's counts are the row counts its COPYs
+    reported, checked in the transaction that stored them (``store.writer``), so no scan of
+    the run's rows is needed. (No key can be stored twice: a key has one shard, a shard's
+    keys are unique after validation, and a shard commits once.)
 
     Raises:
         RunStateError: a check failed (the run is marked failed with the reason).
@@ -263,18 +265,6 @@ def verify_run(conn: psycopg.Connection[Any], run_id: int, *, max_reject_fractio
         (run_id,),
     ).fetchone() or (0, 0, 0, 0, 0)
     version_id = get_run(conn, run_id).version_id
-    stored_out = (
-        conn.execute(
-            sql.SQL("SELECT count(*) FROM {} WHERE run_id = %s").format(
-                sql.Identifier(partition_name(version_id))
-            ),
-            (run_id,),
-        ).fetchone()
-        or (0,)
-    )[0]
-    stored_rej = (
-        conn.execute("SELECT count(*) FROM rejects WHERE run_id = %s", (run_id,)).fetchone() or (0,)
-    )[0]
     problems = []
     if pending:
         problems.append(f"{pending} shard(s) not done")
@@ -282,10 +272,6 @@ def verify_run(conn: psycopg.Connection[Any], run_id: int, *, max_reject_fractio
         problems.append(f"shards read {shard_in} rows, the plan counted {rows_planned}")
     if shard_out + shard_rej != shard_in:
         problems.append(f"rows_out {shard_out} + rows_rejected {shard_rej} != rows_in {shard_in}")
-    if stored_out != shard_out or stored_rej != shard_rej:
-        problems.append(
-            f"stored {stored_out} predictions / {stored_rej} rejects, ledger says {shard_out} / {shard_rej}"
-        )
     if problems:
         message = f"run {run_id} failed verification: " + "; ".join(problems)
         mark_failed(conn, run_id, message)

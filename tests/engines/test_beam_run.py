@@ -70,9 +70,15 @@ def test_cached_scores_equal_direct_int8_onnxruntime_bit_for_bit_for_any_shard_a
     small = run_job(
         settings_for(database_url, batch_rows=7), RunRequest(model=MODEL, input=day, shard_rows=150)
     )
-    large = run_job(
+    large = run_job(  # multi-process this time (small runs run in-process by default)
         settings_for(database_url, batch_rows=4096),
-        RunRequest(model=MODEL, input=day, shard_rows=5000, rerun=True),
+        RunRequest(
+            model=MODEL,
+            input=day,
+            shard_rows=5000,
+            rerun=True,
+            engine_options={"in_process_max_rows": 0},
+        ),
     )
     assert small.run_id != large.run_id and small.shards_total > large.shards_total
     expected = _direct_onnxruntime_scores(_input_table(day))
@@ -121,22 +127,35 @@ def test_a_finished_input_is_not_scored_twice(database_url, settings_for, flight
     assert again.skipped and again.shards_scored == 0
 
 
-def test_a_run_scored_in_several_waves_stores_every_row_once(database_url, settings_for, flights_dir) -> None:  # type: ignore[no-untyped-def]
+def _pieces(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.arrow")) if root.exists() else []
+
+
+def test_a_runs_scratch_pieces_are_gone_once_its_shards_are_stored(
+    database_url, settings_for, flights_dir
+) -> None:  # type: ignore[no-untyped-def]
+    settings = settings_for(database_url)
     day = flights_dir / "date=2013-07-05"
-    summary = run_job(
-        settings_for(database_url, beam_wave_rows=300), RunRequest(model=MODEL, input=day, shard_rows=100)
-    )
+    summary = run_job(settings, RunRequest(model=MODEL, input=day, shard_rows=100))
+    assert summary.shards_total >= 8 and summary.rows_out + summary.rows_rejected == summary.rows_in
+    assert _pieces(Path(settings.scratch)) == []
+    assert not (Path(settings.scratch) / f"run-{summary.run_id}").exists()
+
+
+def test_a_killed_attempts_scratch_is_cleaned_when_the_run_resumes(
+    database_url, settings_for, flights_dir
+) -> None:  # type: ignore[no-untyped-def]
+    settings = settings_for(database_url)
+    day = flights_dir / "date=2013-07-06"
+    request = RunRequest(model=MODEL, input=day, shard_rows=100)
+    run_id = plan_run(settings, request).run_id
     with connection(database_url) as conn:
-        stored = conn.execute(
-            "SELECT count(*) FROM predictions WHERE run_id = %s", (summary.run_id,)
-        ).fetchone()
-    assert summary.shards_total >= 8 and summary.rows_in == _input_table(day).num_rows
-    assert stored == (summary.rows_out,) and summary.rows_out + summary.rows_rejected == summary.rows_in
-
-
-def test_waves_hold_consecutive_shards_up_to_the_row_budget() -> None:
-    from pipelines.core.shards import Shard
-    from pipelines.engines.beam import waves
-
-    shards = [Shard(lo=i, hi=i + 1, depth=64, index=i, rows=r) for i, r in enumerate([4, 4, 4, 9, 1])]
-    assert [[s.rows for s in w] for w in waves(shards, 8)] == [[4, 4], [4], [9], [1]]
+        shard_ids = [s.shard_id for s in ledger.planned_shards(conn, run_id, pending_only=False)]
+    failing = RunRequest(model=MODEL, input=day, shard_rows=100, fail_shards=frozenset(shard_ids[:1]))
+    with pytest.raises(EngineError, match="injected fault"):
+        run_job(settings, failing)
+    left = _pieces(Path(settings.scratch) / f"run-{run_id}" / "attempt-1")
+    assert left and {p.parent.name for p in left} >= {shard_ids[0]}
+    resumed = run_job(settings, request)
+    assert resumed.run_id == run_id and resumed.rows_out + resumed.rows_rejected == resumed.rows_in
+    assert _pieces(Path(settings.scratch)) == []
