@@ -33,7 +33,7 @@ from typing import Any
 from benchmarks import report
 from benchmarks.checks import Reference, reference
 from benchmarks.common import MODEL, answers, tcp_address
-from benchmarks.envinfo import machine, versions
+from benchmarks.envinfo import load_average, machine, versions
 from benchmarks.scenarios import (
     Bench,
     model_ceilings,
@@ -41,13 +41,26 @@ from benchmarks.scenarios import (
     peer,
     peer_skip_reason,
     read_ceiling,
+    simple,
+    small_run,
     write_ceiling,
 )
 from pipelines.data.synth import synth_rows, write_synth
 from pipelines.settings import DEFAULT_MODELS_DIR
 
 DEFAULT_ROWS = (1_000_000, 3_000_000, 10_000_000)
-SCENARIOS = ("read", "model", "heavy", "write", "ours_beam", "ours_spark", "peer_beam", "peer_spark")
+SCENARIOS = (
+    "read",
+    "model",
+    "heavy",
+    "write",
+    "simple",
+    "small",
+    "ours_beam",
+    "ours_spark",
+    "peer_beam",
+    "peer_spark",
+)
 DEFAULT_PEER_MAX_ROWS = 1_000_000
 DEFAULT_HEAVY_MAX_ROWS = 1_000_000
 HERE = Path(__file__).resolve().parent
@@ -159,6 +172,10 @@ def _plan(config: Config, bench: Bench, rows: int, smallest: int) -> list[tuple[
         )
     if "write" in wanted:
         plan.append(("write", lambda s, n, r: write_ceiling(bench, s, n, r)))
+    if "simple" in wanted:
+        plan.append(("simple", lambda s, n, r: simple(bench, s, n, r)))
+    if "small" in wanted and rows == smallest:
+        plan.append(("small", lambda s, n, r: small_run(bench, s, n, r)))
     for engine in ("beam", "spark"):
         if f"ours_{engine}" in wanted:
             plan.append((f"ours_{engine}", lambda s, n, r, e=engine: ours(bench, e, s, n, r)))
@@ -205,7 +222,7 @@ def _run_all(config: Config, server_url: str, server_how: str, heavy_dir: Path |
     results: list[dict[str, Any]] = []
     references: dict[int, Reference] = {}
     for rows in config.rows:
-        print(f"== {rows:,} rows", flush=True)
+        print(f"== {rows:,} rows (load {load_average()})", flush=True)
         source = _data(config, rows)
         references[rows] = ref = reference(source, bench.models_dir, MODEL, rows_hint=rows)
         print(f"  reference: {ref.rows_in:,} rows, {ref.rows_valid:,} valid, {len(ref.sample)} sample keys")
@@ -259,6 +276,7 @@ def main() -> int:
     config = config_from_env(dict(os.environ))
     sizes = ", ".join(f"{n:,}" for n in config.rows)
     print(f"benchmark: sizes {sizes}; scenarios {', '.join(config.scenarios)}")
+    print(f"machine load at start (1, 5, 15 min): {load_average()}", flush=True)
     document = run(config)
     if config.append:
         document = _appended(config.out_dir / report.RESULTS_JSON, document)
