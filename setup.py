@@ -40,6 +40,7 @@ EXTRAS["dev"] = sorted(
         "httpx>=0.27",
         "schemathesis>=4",
         "matplotlib>=3.9",
+        "adbc-driver-postgresql>=1.0",  # benchmarks: the ADBC bulk-ingest write ceiling
     }
 )
 

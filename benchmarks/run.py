@@ -6,7 +6,8 @@ onnxruntime bit for bit); then ``RESULTS.md``, ``results.json`` and ``throughput
 
 Environment (read here, at the edge):
     BENCH_ROWS          comma-separated input sizes (default 1000000,3000000,10000000)
-    BENCH_SCENARIOS     comma-separated subset of SCENARIOS (default: all)
+    BENCH_SCENARIOS     comma-separated subset of SCENARIOS (default: all; quick mode, every size at
+                        most 200000, e.g. BENCH_ROWS=200000: QUICK_SCENARIOS, no peers, no heavy model)
     BENCH_PEER_MAX_ROWS peers run at sizes up to this (default 1000000; they are slow by design)
     BENCH_HEAVY_MAX_ROWS the compute-heavy MLP ceiling runs at sizes up to this (default 1000000)
     BENCH_OUT_DIR       where the results go (default: this folder)
@@ -61,6 +62,9 @@ SCENARIOS = (
     "peer_beam",
     "peer_spark",
 )
+#: Quick mode: when every size is at most this and BENCH_SCENARIOS is unset, QUICK_SCENARIOS run.
+QUICK_MAX_ROWS = 200_000
+QUICK_SCENARIOS = ("read", "model", "write", "simple", "small", "ours_beam", "ours_spark")
 DEFAULT_PEER_MAX_ROWS = 1_000_000
 DEFAULT_HEAVY_MAX_ROWS = 1_000_000
 HERE = Path(__file__).resolve().parent
@@ -87,14 +91,16 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def config_from_env(env: dict[str, str]) -> Config:
+    rows = _ints(env.get("BENCH_ROWS", ",".join(map(str, DEFAULT_ROWS))))
+    default = QUICK_SCENARIOS if max(rows) <= QUICK_MAX_ROWS else SCENARIOS
     scenarios = tuple(
-        s.strip() for s in env.get("BENCH_SCENARIOS", ",".join(SCENARIOS)).split(",") if s.strip()
+        s.strip() for s in env.get("BENCH_SCENARIOS", ",".join(default)).split(",") if s.strip()
     )
     unknown = sorted(set(scenarios) - set(SCENARIOS))
     if unknown:
         raise SystemExit(f"BENCH_SCENARIOS: unknown {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
     return Config(
-        rows=_ints(env.get("BENCH_ROWS", ",".join(map(str, DEFAULT_ROWS)))),
+        rows=rows,
         scenarios=tuple(s for s in SCENARIOS if s in scenarios),
         peer_max_rows=int(env.get("BENCH_PEER_MAX_ROWS", DEFAULT_PEER_MAX_ROWS)),
         heavy_max_rows=int(env.get("BENCH_HEAVY_MAX_ROWS", DEFAULT_HEAVY_MAX_ROWS)),
