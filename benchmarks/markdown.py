@@ -142,6 +142,8 @@ def _targets(document: dict[str, Any]) -> list[str]:
     if speed:
         lines += ["", "int8 / fp32 throughput in the model ceiling (best thread count each):", ""]
         for model, by_size in speed.items():
+            if not by_size:
+                continue
             label = "flights_delay" if model == "model" else "heavy MLP (3 x 512)"
             lines.append(f"* {label}: " + ", ".join(f"{int(n):,} rows: {v:.2f}x" for n, v in by_size.items()))
     for engine, entry in document.get("fixed_cost", {}).items():

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +165,42 @@ def test_a_killed_attempts_scratch_is_cleaned_when_the_run_resumes(
     resumed = run_job(settings, request)
     assert resumed.run_id == run_id and resumed.rows_out + resumed.rows_rejected == resumed.rows_in
     assert _pieces(Path(settings.scratch)) == []
+
+
+def test_a_run_killed_with_sigkill_midway_resumes_to_every_row_once_and_leaves_no_scratch(
+    database_url, flights_dir, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    day = flights_dir / "date=2013-07-07"
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREDCACHE_")}
+    env.update(PREDCACHE_DATABASE_URL=database_url, PREDCACHE_HOME=str(home), PREDCACHE_SHARD_ROWS="20")
+    command = [sys.executable, "-m", "pipelines.cli", "run", "--model", MODEL, "--input", str(day), "--json"]
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    done = total = 0
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        with connection(database_url) as conn:
+            row = conn.execute(
+                "SELECT count(*) FILTER (WHERE s.status = 'done'), count(*) FROM run_shards s "
+                "JOIN runs r USING (run_id) WHERE r.input_uri = %s",
+                (str(day.resolve()),),
+            ).fetchone()
+        done, total = (int(row[0]), int(row[1])) if row else (0, 0)
+        if done >= 3:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait(timeout=60)
+    assert 3 <= done < total, "the run finished before it could be killed midway"
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    summary = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert summary["resumed"] and summary["rows_in"] == _input_table(day).num_rows
+    with connection(database_url) as conn:
+        total_rows, distinct = conn.execute(
+            "SELECT count(*), count(DISTINCT key) FROM predictions WHERE run_id = %s", (summary["run_id"],)
+        ).fetchone()
+    assert total_rows == distinct == summary["rows_out"]
+    assert _pieces(home / "scratch") == []
