@@ -157,7 +157,13 @@ def test_a_killed_attempts_scratch_is_cleaned_when_the_run_resumes(
     run_id = plan_run(settings, request).run_id
     with connection(database_url) as conn:
         shard_ids = [s.shard_id for s in ledger.planned_shards(conn, run_id, pending_only=False)]
-    failing = RunRequest(model=MODEL, input=day, shard_rows=100, fail_shards=frozenset(shard_ids[:1]))
+    failing = RunRequest(  # worker processes this time: their pieces outlive them the same way
+        model=MODEL,
+        input=day,
+        shard_rows=100,
+        fail_shards=frozenset(shard_ids[:1]),
+        engine_options={"in_process_max_rows": 0, "direct_running_mode": "multi_processing"},
+    )
     with pytest.raises(EngineError, match="injected fault"):
         run_job(settings, failing)
     left = _pieces(Path(settings.scratch) / f"run-{run_id}" / "attempt-1")
