@@ -32,8 +32,9 @@ from pipelines.store.db import connect
 READ_SLICE_ROWS = 262_144
 #: Parquet bytes per read task: few, large elements (a read task emits one reference per shard).
 READ_GROUP_BYTES = 64 << 20
-#: A read task writes out what it holds once it holds this many rows (bounds its memory).
-READ_FLUSH_ROWS = 1_000_000
+#: A read task writes out what it holds once it holds this many rows: memory stays flat with the
+#: input (a larger bound makes fewer, larger pieces: pieces = input rows / this x shards).
+READ_FLUSH_ROWS = 262_144
 #: The DirectRunner's mode for runs above IN_PROCESS_MAX_ROWS (``engine_options["direct_running_mode"]``).
 DEFAULT_MODE = "multi_threading"
 #: Runs of at most this many planned rows run in-process (multi-process start-up costs more);
@@ -58,20 +59,21 @@ class ReadAndSplit(beam.DoFn):  # type: ignore[misc]
                 held.append(table)
                 rows += table.num_rows
                 if rows >= READ_FLUSH_ROWS:
-                    yield from self._flush(fs, held, index, part)
-                    held, rows, part = [], 0, part + 1
+                    batch, held, rows = held, [], 0
+                    yield from self._flush(fs, batch, index, part)
+                    part += 1
         yield from self._flush(fs, held, index, part)
 
     def _flush(self, fs: Any, held: list[pa.Table], index: int, part: int) -> Iterator[tuple[str, str]]:
         """Cut what the task holds by shard (one sort) and write one piece per shard."""
         if not held:
             return
-        table = pa.concat_tables(held, promote_options="permissive")
-        for shard_id, piece in split_by_shard(table, self.spec):
-            yield (
-                shard_id,
-                scratch.write_piece(fs, scratch.piece_path(self.attempt_dir, shard_id, index, part), piece),
-            )
+        # The held slices are dropped as soon as the sorted copy exists (memory: about two slices' worth).
+        pieces = split_by_shard(pa.concat_tables(held, promote_options="permissive"), self.spec)
+        held.clear()
+        for shard_id, piece in pieces:
+            path = scratch.piece_path(self.attempt_dir, shard_id, index, part)
+            yield shard_id, scratch.write_piece(fs, path, piece)
 
 
 class ScoreAndWrite(beam.DoFn):  # type: ignore[misc]
