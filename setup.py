@@ -65,6 +65,7 @@ EXTRAS["dev"] = sorted(
         "xxhash>=3.5",  # tests/core/test_keys.py: the key hash against an independent implementation
         "lightgbm>=4.5",  # the bring-your-own-model tests export LightGBM through onnxmltools
         "onnxmltools>=1.13",
+        "adbc-driver-postgresql>=1.0",  # benchmarks: the ADBC bulk-ingest write ceiling
     }
 )
 

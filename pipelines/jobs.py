@@ -159,7 +159,7 @@ def plan_run(settings: Settings, request: RunRequest) -> PlannedRun:
         threads=settings.ort_threads,
     )
     files = list_input_files(request.input)
-    check_input(files, model.card)
+    check_input(files, model.card, max_row_group_rows=settings.max_row_group_rows)
     input_uri = str(request.input.resolve())
     digest = fingerprint(files, request.input)
     shard_rows = request.shard_rows or settings.shard_rows
@@ -322,7 +322,7 @@ def score_run(
         workers=settings.workers,
         engine_options={
             "spark_master": settings.spark_master,
-            "wave_rows": settings.beam_wave_rows,
+            "scratch_uri": settings.scratch,
             "ship_dir": str(settings.home / "shipping"),  # code archives for cluster workers
             **(engine_options or {}),
         },

@@ -17,12 +17,13 @@ DEFAULT_SHARD_ROWS = 20_000
 DEFAULT_BATCH_ROWS = 8_192
 DEFAULT_ORT_THREADS = 1
 DEFAULT_MAX_REJECT_FRACTION = 0.2
-DEFAULT_BEAM_WAVE_ROWS = 2_500_000
 #: Retention (`predcache gc`): newest versions per model whose partitions are always kept.
 DEFAULT_GC_KEEP_VERSIONS = 2
 #: Retention: the rollback window in days (publishes and runs younger than this are kept).
 DEFAULT_GC_KEEP_DAYS = 7.0
 DEFAULT_LEASE_SECONDS = 60
+#: Largest Parquet row group the planner and readers accept (rows); bounds their memory.
+DEFAULT_MAX_ROW_GROUP_ROWS = 1_048_576
 
 
 class Settings(BaseSettings):
@@ -39,8 +40,11 @@ class Settings(BaseSettings):
         ort_threads: Intra-op threads of each onnxruntime session (one session per process).
         workers: Parallel worker processes of the engine (Beam direct_num_workers).
         max_reject_fraction: A run whose rejected share exceeds this fails its verify step.
-        beam_wave_rows: Planned rows per Beam pipeline run; larger runs are scored in waves
-            (the DirectRunner holds a shuffle in memory: this bounds peak memory).
+        scratch_uri: Where Beam's read stage leaves each shard's pieces (Arrow IPC) for the score
+            stage: a local folder or any pyarrow filesystem URI (``s3://bucket/prefix``) that
+            every worker can reach. Unset: ``home/scratch``.
+        max_row_group_rows: Inputs whose Parquet row groups hold more rows than this are refused
+            (a row group is the smallest unit a reader can stream: it bounds memory).
         spark_master: Spark master URL (``local[*]`` or ``spark://host:7077``).
         api_keys: Comma-separated API keys for the lookup API; empty means no key required.
         api_database_url: PostgreSQL URL the lookup API logs in with (the SELECT-only
@@ -65,7 +69,8 @@ class Settings(BaseSettings):
     ort_threads: int = Field(default=DEFAULT_ORT_THREADS, ge=1)
     workers: int = Field(default=2, ge=1)
     max_reject_fraction: float = Field(default=DEFAULT_MAX_REJECT_FRACTION, ge=0.0, le=1.0)
-    beam_wave_rows: int = Field(default=DEFAULT_BEAM_WAVE_ROWS, ge=1)
+    scratch_uri: str | None = None
+    max_row_group_rows: int = Field(default=DEFAULT_MAX_ROW_GROUP_ROWS, ge=1)
     spark_master: str = "local[*]"
     api_keys: str = ""
     api_database_url: str | None = None
@@ -74,7 +79,7 @@ class Settings(BaseSettings):
     gc_keep_days: float = Field(default=DEFAULT_GC_KEEP_DAYS, ge=0.0)
     lease_seconds: int = Field(default=DEFAULT_LEASE_SECONDS, ge=3)
 
-    @field_validator("database_url", "api_database_url", "api_db_password")
+    @field_validator("database_url", "api_database_url", "api_db_password", "scratch_uri")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None
@@ -86,6 +91,11 @@ class Settings(BaseSettings):
             if not in_checkout():
                 seed_models(self.models_dir)
         return self
+
+    @property
+    def scratch(self) -> str:
+        """The scratch root: ``scratch_uri``, else ``home/scratch``."""
+        return self.scratch_uri or str(self.home / "scratch")
 
     @property
     def embedded_pgdata(self) -> Path:

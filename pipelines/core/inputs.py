@@ -46,10 +46,34 @@ def _open(path: Path) -> pq.ParquetFile:
         ) from exc
 
 
-def check_input(files: list[Path], card: Card) -> None:
-    """Open every file's footer and check its schema against the card (fail fast, one line)."""
+#: Rows per batch when the planner streams the key column.
+KEY_BATCH_ROWS = 65_536
+
+
+def check_input(files: list[Path], card: Card, *, max_row_group_rows: int | None = None) -> None:
+    """Open every file's footer: its schema must match the card, its row groups fit the bound.
+
+    Raises:
+        InputError: a schema mismatch, or a row group larger than ``max_row_group_rows`` (a row
+            group is the smallest part of a file a reader can stream, so it bounds memory).
+    """
     for path in files:
-        check_schema(_open(path).schema_arrow, card, source=str(path))
+        handle = _open(path)
+        check_schema(handle.schema_arrow, card, source=str(path))
+        if max_row_group_rows is not None:
+            check_row_groups(path, handle.metadata, max_row_group_rows)
+
+
+def check_row_groups(path: Path, metadata: pq.FileMetaData, max_rows: int) -> None:
+    """Raise InputError if a row group of the file holds more than ``max_rows`` rows."""
+    largest = max((metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)), default=0)
+    if largest > max_rows:
+        raise InputError(
+            f"{path} has a row group of {largest:,} rows, above the limit of {max_rows:,} "
+            "(PREDCACHE_MAX_ROW_GROUP_ROWS); rewrite it with smaller row groups, e.g. "
+            "pyarrow.parquet.write_table(pyarrow.parquet.read_table(src), dst, row_group_size=131072), "
+            "or raise the limit"
+        )
 
 
 def fingerprint(files: list[Path], root: Path) -> str:
@@ -84,9 +108,13 @@ def _unreadable(path: Path, exc: BaseException) -> InputError:
     return InputError(f"{path} could not be read ({one_line(exc)}); replace or remove it")
 
 
-def key_hashes(files: list[Path], key: str) -> np.ndarray:
-    """Hashes of every row's key over all files (the plan's one pass over the input)."""
-    parts = [key_hash(read_table(path, [key]).column(key)) for path in files]
+def key_hashes(files: list[Path], key: str, *, batch_rows: int = KEY_BATCH_ROWS) -> np.ndarray:
+    """Hashes of every row's key over all files (the plan's one pass over the input).
+
+    The key column is streamed in batches of ``batch_rows``: memory holds the hashes (8 bytes a
+    row) and one batch of keys, not every key of the input.
+    """
+    parts = [key_hash(batch.column(0)) for path in files for batch in _key_batches(path, key, batch_rows)]
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
 
@@ -107,28 +135,42 @@ class KeyScan:
     rejects: pa.Table
 
 
-def scan_keys(files: list[Path], card: Card) -> KeyScan:
+def scan_keys(files: list[Path], card: Card, *, batch_rows: int = KEY_BATCH_ROWS) -> KeyScan:
     """Hash every row's key; rows whose key is null or empty become rejects instead.
 
-    Only a file that has such rows is read again, with the model's columns, to record them.
+    The key column is streamed in batches of ``batch_rows`` (memory holds the hashes, 8 bytes
+    a row, and one batch of keys). Only a file that has unplannable rows is read again, with
+    the model's columns, to record them.
     """
     parts: list[np.ndarray] = []
     rejects: list[pa.Table] = []
     for path in files:
-        keys = read_table(path, [card.key]).column(card.key)
-        bad = unplannable(keys)
-        if not pc.any(bad).as_py():
-            parts.append(key_hash(keys))
+        masks: list[pa.Array] = []
+        for batch in _key_batches(path, card.key, batch_rows):
+            keys = batch.column(0)
+            bad = unplannable(keys)
+            masks.append(bad)
+            parts.append(key_hash(keys.filter(pc.invert(bad)) if pc.any(bad).as_py() else keys))
+        if not any(pc.any(mask).as_py() for mask in masks):
             continue
-        parts.append(key_hash(keys.filter(pc.invert(bad))))
-        columns = [card.key, *[c for c in card.input_names if c != card.key]]
-        rows = read_table(path, columns).filter(bad)
+        columns = [card.key, *[c for c in card.columns if c != card.key]]
+        rows = read_table(path, columns).filter(pa.concat_arrays(masks))
         reasons = pc.if_else(pc.is_null(rows.column(card.key)), "key is null", "key is empty")
         rejects.append(reject_rows(rows, reasons.combine_chunks(), card))
     return KeyScan(
         hashes=np.concatenate(parts) if parts else np.empty(0, dtype=np.int64),
         rejects=pa.concat_tables(rejects) if rejects else REJECT_SCHEMA.empty_table(),
     )
+
+
+def _key_batches(path: Path, key: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    handle = _open(path)
+    try:
+        yield from handle.iter_batches(batch_size=batch_rows, columns=[key])
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(
+            f"{path} could not be read ({str(exc).splitlines()[0]}); replace or remove it"
+        ) from exc
 
 
 def group_files(files: list[Path], groups: int) -> list[list[Path]]:

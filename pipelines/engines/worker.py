@@ -28,12 +28,12 @@ WRITE_BACKOFF_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 
 def split_by_shard(table: pa.Table, spec: JobSpec) -> list[tuple[str, pa.Table]]:
-    """Cut ``table`` into one compact piece per planned shard; rows of shards not in the spec are dropped.
+    """Cut ``table`` into one piece per planned shard; rows of shards not in the spec are dropped.
 
-    Pieces are copies (``take``), not slices: a slice would carry, and pickle, its parent's
-    whole buffers to the next stage. The input's fingerprint is checked before a run
-    resumes, so every row of the input falls in a shard of the full plan, except rows with
-    a null or empty key: planning rejected those, so they are dropped here.
+    The rows are put in shard order with one ``take``; the pieces are zero-copy slices of
+    that copy (an Arrow IPC writer stores a slice compactly). The input's fingerprint is
+    checked before a run resumes, so every row of the input falls in a shard of the full plan,
+    except rows with a null or empty key: planning rejected those, so they are dropped here.
     """
     if table.num_rows == 0:
         return []
@@ -42,8 +42,9 @@ def split_by_shard(table: pa.Table, spec: JobSpec) -> list[tuple[str, pa.Table]]
     positions = assign_shards(key_hash(table.column(spec.key)), spec.shards)
     positions[unplannable(table.column(spec.key)).to_numpy(zero_copy_only=False)] = -1
     order = np.argsort(positions, kind="stable")
+    ordered = table.take(pa.array(order))
     return [
-        (spec.shards[position].shard_id, table.take(pa.array(order[start:stop])))
+        (spec.shards[position].shard_id, ordered.slice(start, stop - start))
         for position, start, stop in runs(positions[order])
         if position >= 0
     ]
