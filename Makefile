@@ -1,11 +1,11 @@
-# The documented entry points: `make demo`, `make test`, `make lint`, `make bench`.
+# The documented entry points: `make demo`, `make test`, `make airflow`, `make lint`, `make bench`.
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench bench-incremental venv clean
+.PHONY: demo test airflow lint bench bench-incremental venv clean dist
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 (or run make PYTHON=/path/to/python3.11)"; exit 2; }
@@ -22,13 +22,16 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/predcache demo
 
+airflow: $(STAMP)
+	$(BIN)/predcache airflow
+
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipelines tests dags benchmarks
 	$(BIN)/ruff format --check pipelines tests dags benchmarks
-	$(BIN)/mypy pipelines
+	$(BIN)/mypy pipelines tests
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
@@ -37,5 +40,11 @@ bench: $(STAMP)
 bench-incremental: $(STAMP)
 	$(BIN)/python -m benchmarks.incremental
 
+# The wheel (with sql/, the bundled models and dags/ inside) and the sdist, into dist/.
+dist: $(STAMP)
+	rm -rf build dist
+	$(BIN)/python -m pip wheel --no-deps --quiet --wheel-dir dist .
+	$(BIN)/python setup.py --quiet sdist --dist-dir dist
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -28,14 +28,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
+
+from pipelines.store.scratch import create_database, drop_database
 
 OUT = Path(__file__).resolve().parent / "out" / "api_load.json"
 MODEL = "flights_delay"
@@ -47,6 +48,7 @@ BATCH_KEYS = 50
 WARMUP_S = 2.0
 SERVER_START_TIMEOUT_S = 60.0
 PREBUILT_REQUESTS = 2000
+PORT_ATTEMPTS = 3
 
 
 # --- the two load processes -------------------------------------------------------------------
@@ -252,9 +254,7 @@ def _publish_week(server_url: str, source: Path, home: Path) -> tuple[str, list[
     from pipelines.jobs import RunRequest, run_job
     from pipelines.settings import Settings
 
-    url = make_conninfo(server_url, dbname=f"pc_bench_api_{uuid.uuid4().hex[:10]}")
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{conninfo_to_dict(url)["dbname"]}"')
+    url = create_database(server_url, "bench_api")
     settings = Settings(database_url=url, home=home)
     summary = run_job(settings, RunRequest(model=MODEL, input=source, publish=True))
     with psycopg.connect(url) as conn:
@@ -263,11 +263,6 @@ def _publish_week(server_url: str, source: Path, home: Path) -> tuple[str, list[
             r[0] for r in conn.execute("SELECT key FROM predictions WHERE run_id = %s", (summary.run_id,))
         ]
     return url, keys, summary.rows_out
-
-
-def _drop(server_url: str, url: str) -> None:
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{conninfo_to_dict(url)["dbname"]}" WITH (FORCE)')
 
 
 def _free_port() -> int:
@@ -309,6 +304,18 @@ def _start_server(url: str, home: Path, port: int, log: Path) -> subprocess.Pope
     raise SystemExit(
         f"the API server did not become healthy in {SERVER_START_TIMEOUT_S} s: {log.read_text()[-2000:]}"
     )
+
+
+def _serve_on_a_free_port(url: str, home: Path, log: Path) -> tuple[int, subprocess.Popen[bytes]]:
+    """Start the API on a free port; another process may take the port first, so try a few."""
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        port = _free_port()
+        try:
+            return port, _start_server(url, home, port, log)
+        except SystemExit:
+            if attempt == PORT_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -399,8 +406,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             write_flights(source, start=WEEK[0], end=WEEK[1])
         url, keys, rows = _publish_week(server_url, source, tmp / "home")
         try:
-            port = _free_port()
-            server = _start_server(url, tmp / "home", port, tmp / "server.log")
+            port, server = _serve_on_a_free_port(url, tmp / "home", tmp / "server.log")
             plan = LoadPlan(
                 kind="http",
                 target=f"http://127.0.0.1:{port}",
@@ -421,7 +427,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 server.wait(timeout=30)
             bare = _in_second_process(replace(plan, kind="asyncpg", target=url, server_pid=None, rows=None))
         finally:
-            _drop(server_url, url)
+            drop_database(server_url, url)
     rows_out = [
         {
             **sc,

@@ -34,6 +34,7 @@ from pipelines.core.card import Card
 from pipelines.core.inputs import list_input_files, read_table
 from pipelines.core.keys import key_hash
 from pipelines.core.model import load_model, to_feed
+from pipelines.core.outputs import encode_outputs, label_values, score_values
 from pipelines.core.score import PREDICTION_SCHEMA, ShardResult
 from pipelines.core.shards import assign_shards, plan_shards
 from pipelines.core.validate import REJECT_SCHEMA, validate
@@ -112,15 +113,22 @@ def model_ceiling(
 def _predictions(source: Path, models_dir: Path, model: str) -> tuple[Any, pa.Table, int]:
     loaded = load_model(models_dir, model, threads=2)
     card = loaded.card
-    columns = [card.key, *[c for c in card.input_names if c != card.key]]
+    columns = [card.key, *card.columns]
     parts, rows_in = [], 0
     for path in list_input_files(source):
         checked = validate(read_table(path, columns), card)
         rows_in += checked.good.num_rows + checked.rejects.num_rows
         out = loaded.predict(checked.good, batch_rows=DEFAULT_BATCH_ROWS)
+        label = label_values(card, out)
+        n = checked.good.num_rows
         parts.append(
             pa.table(
-                [checked.good.column(card.key), pa.array(out["score"]), pa.array(out["label"])],
+                [
+                    checked.good.column(card.key),
+                    pa.array(score_values(card, out)),
+                    pa.array(label, pa.int64()) if label is not None else pa.nulls(n, pa.int64()),
+                    encode_outputs(card, out, n),
+                ],
                 schema=PREDICTION_SCHEMA,
             )
         )
@@ -128,14 +136,19 @@ def _predictions(source: Path, models_dir: Path, model: str) -> tuple[Any, pa.Ta
 
 
 def write_ceiling(
-    source: Path, database_url: str, models_dir: Path, model: str, shard_rows: int
+    source: Path, database_url: str, models_dir: Path, model: str, shard_rows: int, *, outputs: bool = True
 ) -> dict[str, Any]:
-    """COPY the predictions shard by shard (our writer) into a new version partition, then index it."""
+    """COPY the predictions shard by shard (our writer) into a new version partition, then index it.
+
+    ``outputs=False`` leaves the ``outputs`` jsonb column out (to measure what storing it costs).
+    """
     from pipelines.store import ledger
     from pipelines.store.db import connect, migrate
     from pipelines.store.writer import write_shard
 
     loaded, predictions, rows_in = _predictions(source, models_dir, model)
+    if not outputs:
+        predictions = predictions.drop_columns(["outputs"])
     hashes = key_hash(predictions.column("key"))
     shards = plan_shards(hashes, shard_rows)
     positions = assign_shards(hashes, shards)

@@ -8,12 +8,15 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
+
+from pipelines.store.scratch import create_database, drop_database
+
+__all__ = ["drop_database", "fresh_database"]
 
 MODEL = "flights_delay"
 #: RSS of the scenario's process tree is sampled this often.
@@ -23,17 +26,8 @@ MACHINE_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def fresh_database(server_url: str, label: str) -> str:
-    """Create an empty database on the server; returns its URL."""
-    name = f"pc_bench_{label}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return make_conninfo(server_url, dbname=name)
-
-
-def drop_database(server_url: str, url: str) -> None:
-    name = conninfo_to_dict(url)["dbname"]
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """Create an empty database on the server; returns its URL (the tests' helper, named pc_bench_*)."""
+    return create_database(server_url, f"bench_{label}")
 
 
 def tcp_address(url: str) -> tuple[str, int] | None:

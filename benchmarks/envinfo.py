@@ -22,6 +22,12 @@ def _lscpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def load_average() -> str:
+    """The machine's load average (1, 5, 15 min): timings on a shared machine need it beside them."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f}, {five:.2f}, {fifteen:.2f}"
+
+
 def machine() -> dict[str, Any]:
     import psutil
 
@@ -30,6 +36,7 @@ def machine() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "os": platform.platform(),
+        "load_at_start": load_average(),
     }
 
 

@@ -29,6 +29,13 @@ onnxruntime bit for bit (and label exactly).
   batch 8,192) on `spark.read.parquet`, `na.drop()`, then `DataFrame.write.jdbc(mode="append")` with
   Spark's default JDBC options, into the same plain table. Adapter: `predict` names each of the 12
   input columns (predict_batch_udf maps columns to parameters by count). `local[*]` (as ours).
+* **simple_{csv,binary,adbc,binary_unlogged}**: `benchmarks/simple_pipeline.py`, the single-process
+  script one writes in an afternoon: read the Parquet files, int8 onnxruntime (1 thread, 8,192-row
+  batches, rows with a null dropped), COPY into an unindexed table (pyarrow CSV text, our binary
+  encoder, or the ADBC driver's Arrow ingest; *unlogged*: UNLOGGED then `SET LOGGED` after the index),
+  then `CREATE INDEX` on (key, run_id). No ledger, no exactly-once, no rejects. `e2e_vs_simple` is
+  against the best of them; each one's COPY + index time is also a write ceiling (`ceiling_write_*`).
+* **small_beam_cold / _warm**: `predcache run` over one real day (945 rows), twice: the fixed cost.
 * **ceiling_read**: pyarrow's threaded dataset scanner reading the key + input columns.
 * **ceiling_flights_int8/fp32_Nt** and **ceiling_heavy_...**: raw onnxruntime in one process, N intra-op
   threads, batches of 8,192 valid rows (validated with `core.validate`, fed with `core.model.to_feed`
@@ -39,7 +46,7 @@ onnxruntime bit for bit (and label exactly).
   the version's partition, shard marker in the same transaction), then `ledger.attach_partition`
   (the same two indexes as ours); predictions computed before the clock.
 
-`e2e_vs_ceiling` = ours / the slowest of the read, model-int8 and write ceilings at that size (the
+`e2e_vs_ceiling` = ours / the slowest of the read, model-int8 and best write ceilings at that size (the
 stages run one after another in one process; the pipeline overlaps them on 2 cores, so 1.0 is not a
 hard bound). `vs_peer` = ours / the peer on the same engine. Profiles of our run: see
 [PROFILE.md](PROFILE.md).
@@ -71,7 +78,8 @@ def _header(document: dict[str, Any]) -> list[str]:
         f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `make bench` "
         f"(`BENCH_ROWS={','.join(map(str, document['config']['rows']))}`).",
         "",
-        f"* **Machine:** {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM ({m['os']})",
+        f"* **Machine:** {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM ({m['os']}); "
+        f"load average at start {m.get('load_at_start', '?')} (shared: each scenario records its own)",
         f"* **Versions:** Python {v['python']}, onnxruntime {v['onnxruntime']}, "
         f"Apache Beam {v['apache-beam']}, "
         f"PySpark {v['pyspark']}, pyarrow {v['pyarrow']}, psycopg {v['psycopg']}, PostgreSQL {v['postgres']}",
@@ -91,21 +99,26 @@ def _headline(document: dict[str, Any]) -> list[str]:
     lines = [
         "## Throughput (input rows/s) and ratios",
         "",
-        "| rows | ours beam | ours spark | peer beam | peer spark | read | model int8 | write | "
-        "beam / ceiling | spark / ceiling | beam / peer | spark / peer | RSS beam MB | RSS spark MB |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| rows | ours beam | ours spark | simple | peer beam | peer spark | read | model int8 | write | "
+        "beam / simple | spark / simple | beam / ceiling | spark / ceiling | beam / peer | spark / peer | "
+        "RSS beam MB | RSS spark MB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for n in map(str, document["config"]["rows"]):
         cells = [
             e2e.get("beam", {}).get(n),
             e2e.get("spark", {}).get(n),
+            document.get("simple_rows_per_s", {}).get(n),
             peers.get("beam", {}).get(n),
             peers.get("spark", {}).get(n),
             ceil.get("read", {}).get(n),
             ceil.get("model_int8", {}).get(n),
             ceil.get("write", {}).get(n),
         ]
+        vs_simple = document.get("e2e_vs_simple", {})
         ratios = [
+            vs_simple.get("beam", {}).get(n),
+            vs_simple.get("spark", {}).get(n),
             ratio.get("beam", {}).get(n),
             ratio.get("spark", {}).get(n),
             vs_peer.get("beam", {}).get(n),
@@ -121,15 +134,30 @@ def _targets(document: dict[str, Any]) -> list[str]:
     lines = ["## Targets (reported, not asserted; at the largest size measured)", ""]
     lines += ["| target | engine | measured | goal | met |", "|---|---|---:|---:|:---:|"]
     for name, item in document["targets"].items():
-        goal = f"≤ {item['target']}" if name.startswith("rss_growth") else f"≥ {item['target']}"
+        at_most = name.startswith(("rss_growth", "small_run"))
+        goal = f"≤ {item['target']}" if at_most else f"≥ {item['target']}"
         met = "yes" if item["met"] else "**no**"
         lines.append(f"| {name} | {item.get('engine', '')} | {item['value']:.3f} | {goal} | {met} |")
     speed = document["int8_speedup"]
     if speed:
         lines += ["", "int8 / fp32 throughput in the model ceiling (best thread count each):", ""]
         for model, by_size in speed.items():
+            if not by_size:
+                continue
             label = "flights_delay" if model == "model" else "heavy MLP (3 x 512)"
             lines.append(f"* {label}: " + ", ".join(f"{int(n):,} rows: {v:.2f}x" for n, v in by_size.items()))
+    for engine, entry in document.get("fixed_cost", {}).items():
+        per_row = entry.get("per_million_rows_seconds")
+        lines += [
+            "",
+            f"Fixed cost ({engine}): a warm one-day run ({entry['one_day_rows']:,} rows, plan to verify) "
+            f"takes {entry['warm_seconds']:.1f} s"
+            + (
+                f"; beyond it, {per_row:.1f} s per million rows (at {entry['at_rows']:,})."
+                if per_row
+                else "."
+            ),
+        ]
     for item in document["skipped"]:
         lines += ["", f"Skipped **{item['scenario']}**: {item['reason']}"]
     return [*lines, ""]
@@ -156,14 +184,14 @@ def _phases(document: dict[str, Any]) -> list[str]:
 def _all(document: dict[str, Any]) -> list[str]:
     lines = ["## Every scenario", ""]
     lines += [
-        "| scenario | rows | seconds | rows/s | peak RSS MB | self-check |",
-        "|---|---:|---:|---:|---:|---|",
+        "| scenario | rows | seconds | rows/s | peak RSS MB | load | self-check |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in document["scenarios"]:
         check = "passed" if r["ok"] else "FAILED: " + "; ".join(r["problems"])[:300].replace("|", "/")
         lines.append(
             f"| {r['scenario']} | {r['rows']:,} | {r['seconds']:,.1f} | {_n(r['rows_per_s'])} | "
-            f"{_n(r['peak_rss_mb'])} | {check} |"
+            f"{_n(r['peak_rss_mb'])} | {_n(r.get('load_1m'), 1)} | {check} |"
         )
     return [*lines, ""]
 

@@ -6,7 +6,8 @@ onnxruntime bit for bit); then ``RESULTS.md``, ``results.json`` and ``throughput
 
 Environment (read here, at the edge):
     BENCH_ROWS          comma-separated input sizes (default 1000000,3000000,10000000)
-    BENCH_SCENARIOS     comma-separated subset of SCENARIOS (default: all)
+    BENCH_SCENARIOS     comma-separated subset of SCENARIOS (default: all; quick mode, every size at
+                        most 200000, e.g. BENCH_ROWS=200000: QUICK_SCENARIOS, no peers, no heavy model)
     BENCH_PEER_MAX_ROWS peers run at sizes up to this (default 1000000; they are slow by design)
     BENCH_HEAVY_MAX_ROWS the compute-heavy MLP ceiling runs at sizes up to this (default 1000000)
     BENCH_OUT_DIR       where the results go (default: this folder)
@@ -33,7 +34,7 @@ from typing import Any
 from benchmarks import report
 from benchmarks.checks import Reference, reference
 from benchmarks.common import MODEL, answers, tcp_address
-from benchmarks.envinfo import machine, versions
+from benchmarks.envinfo import load_average, machine, versions
 from benchmarks.scenarios import (
     Bench,
     model_ceilings,
@@ -41,13 +42,29 @@ from benchmarks.scenarios import (
     peer,
     peer_skip_reason,
     read_ceiling,
+    simple,
+    small_run,
     write_ceiling,
 )
 from pipelines.data.synth import synth_rows, write_synth
 from pipelines.settings import DEFAULT_MODELS_DIR
 
 DEFAULT_ROWS = (1_000_000, 3_000_000, 10_000_000)
-SCENARIOS = ("read", "model", "heavy", "write", "ours_beam", "ours_spark", "peer_beam", "peer_spark")
+SCENARIOS = (
+    "read",
+    "model",
+    "heavy",
+    "write",
+    "simple",
+    "small",
+    "ours_beam",
+    "ours_spark",
+    "peer_beam",
+    "peer_spark",
+)
+#: Quick mode: when every size is at most this and BENCH_SCENARIOS is unset, QUICK_SCENARIOS run.
+QUICK_MAX_ROWS = 200_000
+QUICK_SCENARIOS = ("read", "model", "write", "simple", "small", "ours_beam", "ours_spark")
 DEFAULT_PEER_MAX_ROWS = 1_000_000
 DEFAULT_HEAVY_MAX_ROWS = 1_000_000
 HERE = Path(__file__).resolve().parent
@@ -74,14 +91,16 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def config_from_env(env: dict[str, str]) -> Config:
+    rows = _ints(env.get("BENCH_ROWS", ",".join(map(str, DEFAULT_ROWS))))
+    default = QUICK_SCENARIOS if max(rows) <= QUICK_MAX_ROWS else SCENARIOS
     scenarios = tuple(
-        s.strip() for s in env.get("BENCH_SCENARIOS", ",".join(SCENARIOS)).split(",") if s.strip()
+        s.strip() for s in env.get("BENCH_SCENARIOS", ",".join(default)).split(",") if s.strip()
     )
     unknown = sorted(set(scenarios) - set(SCENARIOS))
     if unknown:
         raise SystemExit(f"BENCH_SCENARIOS: unknown {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
     return Config(
-        rows=_ints(env.get("BENCH_ROWS", ",".join(map(str, DEFAULT_ROWS)))),
+        rows=rows,
         scenarios=tuple(s for s in SCENARIOS if s in scenarios),
         peer_max_rows=int(env.get("BENCH_PEER_MAX_ROWS", DEFAULT_PEER_MAX_ROWS)),
         heavy_max_rows=int(env.get("BENCH_HEAVY_MAX_ROWS", DEFAULT_HEAVY_MAX_ROWS)),
@@ -159,6 +178,10 @@ def _plan(config: Config, bench: Bench, rows: int, smallest: int) -> list[tuple[
         )
     if "write" in wanted:
         plan.append(("write", lambda s, n, r: write_ceiling(bench, s, n, r)))
+    if "simple" in wanted:
+        plan.append(("simple", lambda s, n, r: simple(bench, s, n, r)))
+    if "small" in wanted and rows == smallest:
+        plan.append(("small", lambda s, n, r: small_run(bench, s, n, r)))
     for engine in ("beam", "spark"):
         if f"ours_{engine}" in wanted:
             plan.append((f"ours_{engine}", lambda s, n, r, e=engine: ours(bench, e, s, n, r)))
@@ -205,7 +228,7 @@ def _run_all(config: Config, server_url: str, server_how: str, heavy_dir: Path |
     results: list[dict[str, Any]] = []
     references: dict[int, Reference] = {}
     for rows in config.rows:
-        print(f"== {rows:,} rows", flush=True)
+        print(f"== {rows:,} rows (load {load_average()})", flush=True)
         source = _data(config, rows)
         references[rows] = ref = reference(source, bench.models_dir, MODEL, rows_hint=rows)
         print(f"  reference: {ref.rows_in:,} rows, {ref.rows_valid:,} valid, {len(ref.sample)} sample keys")
@@ -259,6 +282,7 @@ def main() -> int:
     config = config_from_env(dict(os.environ))
     sizes = ", ".join(f"{n:,}" for n in config.rows)
     print(f"benchmark: sizes {sizes}; scenarios {', '.join(config.scenarios)}")
+    print(f"machine load at start (1, 5, 15 min): {load_average()}", flush=True)
     document = run(config)
     if config.append:
         document = _appended(config.out_dir / report.RESULTS_JSON, document)

@@ -7,6 +7,7 @@ own timed section for ceilings), ``peak_rss_mb`` (summed RSS of the tree, sample
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,7 @@ def _result(name: str, rows: int, run: TreeRun | None, problems: list[str], **ex
         "seconds": round(seconds, 3),
         "rows_per_s": round(rows / seconds, 1) if seconds and not problems else None,
         "peak_rss_mb": run.peak_rss_mb if run else None,
+        "load_1m": round(os.getloadavg()[0], 2),
     }
     result.update(extra)
     return result
@@ -199,3 +201,78 @@ def peer(bench: Bench, engine: str, source: Path, rows: int, ref: Reference) -> 
     finally:
         drop_database(bench.server_url, url)
     return _result(f"peer_{engine}", rows, run, problems)
+
+
+#: The simple pipeline's COPY methods (``benchmarks.simple_pipeline``), each a scenario.
+SIMPLE_METHODS: tuple[tuple[str, list[str]], ...] = (
+    ("csv", ["--copy", "csv"]),
+    ("binary", ["--copy", "binary"]),
+    ("adbc", ["--copy", "adbc"]),
+    ("binary_unlogged", ["--copy", "binary", "--unlogged"]),
+)
+
+
+def _adbc_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("adbc_driver_postgresql") is not None
+
+
+def simple(bench: Bench, source: Path, rows: int, ref: Reference) -> list[dict[str, Any]]:
+    """The single-process baseline with each COPY method; also a write ceiling (its COPY + index)."""
+    results = []
+    for label, flags in SIMPLE_METHODS:
+        if label == "adbc" and not _adbc_available():
+            continue
+        url = fresh_database(bench.server_url, "simple")
+        try:
+            args = ["--input", str(source), "--database-url", url, *flags]
+            run = run_tree(python_module("benchmarks.simple_pipeline", *args), scenario_env())
+            problems = _failed(run) or check_table(url, "simple_predictions", ref)
+        finally:
+            drop_database(bench.server_url, url)
+        out = run.last_json() if not _failed(run) else {}
+        results.append(_result(f"simple_{label}", rows, run, problems, detail=out))
+        if out and not problems:
+            stages = out["stage_seconds"]
+            write_s = stages["write"] + stages["index"]
+            ceiling = _result(f"ceiling_write_{label}", rows, None, [], detail=stages)
+            ceiling.update(seconds=round(write_s, 3), rows_per_s=round(out["rows_in"] / write_s, 1))
+            results.append(ceiling)
+    return results
+
+
+#: One day of real flights (945 rows): a run this small is almost all fixed cost.
+SMALL_DAY = "2013-07-02"
+
+
+def small_run(bench: Bench, source: Path, rows: int, ref: Reference) -> list[dict[str, Any]]:
+    """`predcache run` over one day, twice (the second is warm); the fixed cost of a run per engine."""
+    from datetime import date
+
+    from pipelines.data.flights import write_flights
+
+    day_dir = bench.work / "small-day"
+    if not (day_dir / f"date={SMALL_DAY}").is_dir():
+        write_flights(day_dir, start=date.fromisoformat(SMALL_DAY), end=date.fromisoformat(SMALL_DAY))
+    results = []
+    for engine in ("beam",):
+        url = fresh_database(bench.server_url, f"small_{engine}")
+        env = scenario_env(
+            PREDCACHE_DATABASE_URL=url, PREDCACHE_HOME=str(bench.work / f"home-small-{engine}")
+        )
+        try:
+            for attempt in ("cold", "warm"):
+                command = python_module("pipelines.cli", "run", "--model", MODEL, "--input")
+                command += [str(day_dir / f"date={SMALL_DAY}"), "--engine", engine, "--json", "--rerun"]
+                run = run_tree(command, env, timeout=SCENARIO_TIMEOUT_S)
+                problems = _failed(run)
+                summary = run.last_json() if not problems else {}
+                results.append(
+                    _result(
+                        f"small_{engine}_{attempt}", summary.get("rows_in", 0), run, problems, detail=summary
+                    )
+                )
+        finally:
+            drop_database(bench.server_url, url)
+    return results

@@ -186,5 +186,53 @@ def build_dag(spec: DagSpec, config: DagsConfig) -> DAG:
     return predcache_dag()
 
 
+#: Retention runs once a day with the settings' options (PREDCACHE_GC_KEEP_VERSIONS, PREDCACHE_GC_KEEP_DAYS).
+MAINTENANCE_DAG_ID = "predcache_maintenance"
+MAINTENANCE_START = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def build_maintenance_dag(config: DagsConfig) -> DAG:
+    """The daily retention DAG: `predcache gc` over every model of the cache."""
+
+    @dag(
+        dag_id=MAINTENANCE_DAG_ID,
+        description="Daily retention of the predcache cache (predcache gc)",
+        schedule="@daily",
+        start_date=MAINTENANCE_START,
+        catchup=False,
+        max_active_runs=1,
+        default_args={
+            "owner": "predcache",
+            "retries": 2,
+            "retry_delay": timedelta(minutes=10),
+            "on_failure_callback": _failure_callback(config.alert_webhook_url),
+        },
+        tags=["predcache", "maintenance"],
+    )
+    def maintenance_dag() -> None:
+        @task
+        def gc() -> dict[str, Any]:
+            """Delete unpublished, failed and superseded runs; drop versions outside the rollback window."""
+            from pipelines.store.cache import cache_url
+            from pipelines.store.db import connection
+            from pipelines.store.retention import collect_garbage
+
+            settings = Settings()
+            with connection(cache_url(settings), autocommit=True) as conn:
+                result = collect_garbage(
+                    conn, keep_versions=settings.gc_keep_versions, keep_days=settings.gc_keep_days
+                )
+            return {
+                "runs_deleted": len(result.runs),
+                "predictions_deleted": result.predictions_deleted,
+                "versions_dropped": [f"{m}/{v}" for m, v in result.dropped_versions],
+            }
+
+        gc()
+
+    return maintenance_dag()
+
+
 for _spec in (_config := load_dags_config(CONFIG_FILE)).dags:
     globals()[_spec.dag_id] = build_dag(_spec, _config)
+globals()[MAINTENANCE_DAG_ID] = build_maintenance_dag(_config)

@@ -80,10 +80,25 @@ def _print_summary(summary: Any, as_json: bool) -> None:
 
 
 def cmd_db_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.store.db import migrate, resolve_url
+    from pipelines.store.db import connection, migrate, resolve_url
+    from pipelines.store.roles import API_ROLE, prepare_api_login
 
-    applied = migrate(resolve_url(settings.database_url, settings.embedded_pgdata))
+    url = resolve_url(settings.database_url, settings.embedded_pgdata)
+    applied = migrate(url)
     print(f"schema up to date ({', '.join(applied) if applied else 'nothing to apply'})")
+    try:
+        with connection(url) as conn:
+            _, login = prepare_api_login(conn, settings, url)
+    except ConfigError as exc:
+        if not settings.api_database_url:
+            raise
+        # An administrator manages the API's login; the schema is done, so this is only a note.
+        print(f"predcache: warning: {exc}", file=sys.stderr)
+        return 0
+    print(
+        f"API login role {API_ROLE}: password from {login.source}; `predcache serve` derives its URL, or set "
+        f"PREDCACHE_API_DATABASE_URL=postgresql://{API_ROLE}:<password>@<host>:<port>/<database>"
+    )
     return 0
 
 
@@ -111,14 +126,58 @@ def cmd_models_build(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_import(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.modeling.importer import ImportRequest, import_model, parse_columns
+
+    request = ImportRequest(
+        name=args.name,
+        onnx=args.onnx,
+        key=args.key,
+        calibration=args.calibration,
+        version=args.version,
+        columns=parse_columns(args.columns),
+        score=args.score,
+        label_column=args.label_column,
+        holdout=args.holdout,
+        description=args.description or "",
+    )
+    card, folder = import_model(settings.models_dir, request)
+    gate = card.quantization.get("gate", {})
+    if args.json:
+        summary = card.model_dump(
+            mode="json", include={"name", "version", "key", "inputs", "outputs", "score"}
+        )
+        print(json.dumps({**summary, "path": str(folder), "signatures": card.signatures, "gate": gate}))
+    else:
+        print(f"imported {card.name}/{card.version} into {folder}")
+        print(f"score: {card.score_spec.describe()}; default signature: {card.signature_file()}")
+        print(gate.get("reason", ""))
+    return 0
+
+
 def cmd_models_list(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.core.card import load_card
     from pipelines.core.model import list_models, model_versions
+    from pipelines.store.cache import cache_url
+    from pipelines.store.db import connection
+    from pipelines.store.lookup import active_versions
 
-    for name in list_models(settings.models_dir):
-        for version in model_versions(settings.models_dir, name):
+    with connection(cache_url(settings)) as conn:
+        active = active_versions(conn)
+    for name in sorted(set(list_models(settings.models_dir)) | set(active)):
+        versions = model_versions(settings.models_dir, name)
+        for version in versions:
             card = load_card(settings.models_dir / name / version)
-            print(f"{name}\t{version}\tdefault={card.signature_file()}\t{card.description}")
+            is_active = active.get(name) == version
+            if args.json:
+                entry = {"model": name, "version": version, "active": is_active}
+                entry.update(default=card.signature_file(), score=card.score_spec.describe())
+                print(json.dumps({**entry, "description": card.description}))
+            else:
+                mark = "active" if is_active else "-"
+                print(f"{name}\t{version}\t{mark}\tdefault={card.signature_file()}\t{card.description}")
+        if name in active and active[name] not in versions:
+            print(f"{name}\t{active[name]}\tactive\t(not in {settings.models_dir})", file=sys.stderr)
     return 0
 
 
@@ -205,12 +264,11 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.store.cache import cache_url
-    from pipelines.store.db import connection
+    from pipelines.store.cache import cache_connection
     from pipelines.store.publish import publish
 
-    with connection(cache_url(settings), autocommit=True) as conn:
-        result = publish(conn, model=args.model, version=args.version)
+    with cache_connection(settings) as conn:
+        result = publish(conn, model=args.model, version=args.version, run_ids=args.run or None)
     print(
         f"published {result.model}/{result.version} (publish {result.publish_id}, "
         f"runs {result.run_ids or 'none new'}; "
@@ -220,14 +278,12 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.store.cache import cache_url
-    from pipelines.store.db import connection
+    from pipelines.store.cache import cache_connection
     from pipelines.store.publish import rollback
 
-    with connection(cache_url(settings), autocommit=True) as conn:
+    with cache_connection(settings) as conn:
         result = rollback(conn, model=args.model)
-    now = result.prev_version or "nothing (no version active)"
-    print(f"rolled back publish {result.publish_id} of {result.model}/{result.version}; active now: {now}")
+    print(result.message())
     return 0
 
 
@@ -260,10 +316,11 @@ def cmd_runs_list(settings: Settings, args: argparse.Namespace) -> int:
         runs = list_runs(conn, model=args.model, limit=args.limit)
     for run in runs:
         if args.json:
-            print(json.dumps({**run.__dict__, "created_at": run.created_at.isoformat()}))
+            print(json.dumps(run.__dict__, default=str))
         else:
+            status = f"{run.status} (stale: owner {run.owner} gone, resumable)" if run.stale else run.status
             print(
-                f"{run.run_id}\t{run.model}/{run.version}\t{run.engine}\t{run.status}\t"
+                f"{run.run_id}\t{run.model}/{run.version}\t{run.engine}\t{status}\t"
                 f"in={run.rows_in} out={run.rows_out} rej={run.rows_rejected}\t{run.input_uri}"
             )
     return 0
@@ -273,26 +330,60 @@ def cmd_runs_show(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.store.cache import cache_url
     from pipelines.store.db import connection
     from pipelines.store.ledger import get_run, progress, reject_reasons
+    from pipelines.store.runstate import events
 
     with connection(cache_url(settings)) as conn:
         run = get_run(conn, args.run_id)
         p = progress(conn, args.run_id)
         reasons = reject_reasons(conn, args.run_id)
+        history = events(conn, args.run_id)
     info = {
-        **run.__dict__,
-        "created_at": run.created_at.isoformat(),
+        **{k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in run.__dict__.items()},
         "shards_done": p.shards_done,
         "shards_total": p.shards_total,
         "reject_reasons": dict(reasons),
+        "events": history,
     }
     print(json.dumps(info, indent=None if args.json else 2))
     return 0
 
 
+def cmd_gc(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.store.cache import cache_url
+    from pipelines.store.db import connection
+    from pipelines.store.retention import collect_garbage
+
+    with connection(cache_url(settings), autocommit=True) as conn:
+        result = collect_garbage(
+            conn,
+            model=args.model,
+            keep_versions=args.keep_versions if args.keep_versions is not None else settings.gc_keep_versions,
+            keep_days=args.keep_days if args.keep_days is not None else settings.gc_keep_days,
+            dry_run=args.dry_run,
+        )
+    if args.json:
+        print(json.dumps({**result.__dict__, "runs": [run.__dict__ for run in result.runs]}))
+    else:
+        print(result.summary())
+    return 0
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
+    return value
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.api.server import serve
 
-    serve(settings, host=args.host, port=args.port, workers=args.workers)
+    serve(
+        settings, host=args.host, port=args.port, workers=args.workers, allow_anonymous=args.allow_anonymous
+    )
     return 0
 
 
@@ -300,6 +391,13 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.demo import run_demo
 
     run_demo(settings, engine=args.engine, data_dir=args.data_dir)
+    return 0
+
+
+def cmd_airflow(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.airflow_local import run_until_interrupted
+
+    run_until_interrupted(settings, port=args.port, data_dir=args.data_dir)
     return 0
 
 
@@ -365,7 +463,24 @@ def build_parser() -> argparse.ArgumentParser:
     build = add("build", cmd_models_build, "train, export and quantize a model from its recipe", models)
     build.add_argument("name")
     build.add_argument("--version", default="1")
-    add("list", cmd_models_list, "list model versions", models)
+    imp = add("import", cmd_models_import, "import an exported ONNX model as a new, gated version", models)
+    imp.add_argument("name", help="model name: a lowercase letter, then lowercase letters, digits, _")
+    imp.add_argument("--onnx", type=Path, required=True, help="the exported ONNX file")
+    imp.add_argument("--key", required=True, help="key column (string, int32 or int64)")
+    imp.add_argument("--calibration", type=Path, required=True, help="Parquet file of valid input rows")
+    imp.add_argument("--version", help="version to write (default: the next integer); never overwritten")
+    imp.add_argument(
+        "--columns", action="append", metavar="INPUT=C1,C2", help="columns stacked into an [N, K] input"
+    )
+    imp.add_argument("--score", metavar="OUTPUT[:INDEX|:max]", help="the output (element) that is the score")
+    imp.add_argument("--label-column", help="column of true labels: adds the task metric to the gate")
+    imp.add_argument(
+        "--holdout", type=Path, help="Parquet rows for the gate (default: held-out calibration rows)"
+    )
+    imp.add_argument("--description", help="one sentence on what the model predicts")
+    imp.add_argument("--json", action="store_true", help="print the imported card's summary as JSON")
+    ml = add("list", cmd_models_list, "list model versions and which one each model serves (active)", models)
+    ml.add_argument("--json", action="store_true", help="one JSON object per model version and line")
     show = add("show", cmd_models_show, "print a model card", models)
     show.add_argument("name")
     show.add_argument("--version")
@@ -395,6 +510,13 @@ def build_parser() -> argparse.ArgumentParser:
     pub = add("publish", cmd_publish, "make a version active and publish its verified runs")
     pub.add_argument("--model", required=True)
     pub.add_argument("--version", required=True)
+    pub.add_argument(
+        "--run",
+        type=int,
+        action="append",
+        metavar="RUN_ID",
+        help="publish only this run (repeatable); the way to bring back a rolled-back run",
+    )
     rb = add("rollback", cmd_rollback, "undo the newest publish of a model")
     rb.add_argument("--model", required=True)
 
@@ -414,10 +536,36 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("run_id", type=int)
     rs.add_argument("--json", action="store_true")
 
+    gc = add("gc", cmd_gc, "delete unpublished, failed and superseded runs; drop old versions' partitions")
+    gc.add_argument("--model", help="only this model (default: every model)")
+    gc.add_argument(
+        "--keep-versions",
+        type=_positive,
+        help="newest versions kept per model (default: PREDCACHE_GC_KEEP_VERSIONS)",
+    )
+    gc.add_argument(
+        "--keep-days", type=_non_negative, help="rollback window in days (default: PREDCACHE_GC_KEEP_DAYS)"
+    )
+    gc.add_argument("--dry-run", action="store_true", help="report what would be deleted, delete nothing")
+    gc.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+
     sv = add("serve", cmd_serve, "serve the HTTP lookup API (read-only)")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=_positive, default=8000)
     sv.add_argument("--workers", type=_positive, default=1)
+    sv.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="serve a non-loopback --host without PREDCACHE_API_KEYS (then anyone may read predictions)",
+    )
+
+    af = add("airflow", cmd_airflow, "a local Airflow with the predcache DAGs on this cache, until Ctrl-C")
+    af.add_argument("--port", type=_positive, help="UI/API port on 127.0.0.1 (default: a free one)")
+    af.add_argument(
+        "--data-dir",
+        type=Path,
+        help="day-partitioned flights for the DAG (default: PREDCACHE_HOME/data/flights)",
+    )
     return parser
 
 
@@ -427,6 +575,11 @@ def _configure_logging(debug: bool) -> None:
         level=logging.DEBUG if debug else logging.ERROR, format="%(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("pipelines").setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+def _is_driver_error(exc: BaseException) -> bool:
+    """An error of the database drivers (not imported here: the CLI starts without them)."""
+    return any(t.__module__.split(".")[0] in ("psycopg", "asyncpg") for t in type(exc).__mro__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -444,6 +597,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"predcache: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:
+        if args.debug or not _is_driver_error(exc):
+            raise
+        detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+        print(
+            f"predcache: error: database error ({detail}); check that PostgreSQL is up, "
+            "then rerun the same command (runs resume)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("predcache: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

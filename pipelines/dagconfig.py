@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, first_invalid, flat_message
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -101,15 +101,11 @@ def load_dags_config(path: Path) -> DagsConfig:
     except FileNotFoundError:
         raise ConfigError(f"DAG config {path} is missing; create it or set PREDCACHE_DAGS_CONFIG") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(
-            f"DAG config {path} is not valid YAML ({' '.join(str(exc).split())[:200]})"
-        ) from exc
+        raise ConfigError(f"DAG config {path} is not valid YAML ({flat_message(exc, limit=200)})") from exc
     try:
         config = DagsConfig.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"DAG config {path}: {where}: {first['msg']}; fix the file") from exc
+        raise ConfigError(f"DAG config {path}: {first_invalid(exc)}; fix the file") from exc
     ids = [spec.dag_id for spec in config.dags]
     if len(ids) != len(set(ids)):
         raise ConfigError(f"DAG config {path} lists a dag_id more than once; make each dag_id unique")
@@ -191,7 +187,7 @@ def failure_payload(context: Mapping[str, Any]) -> dict[str, Any]:
         "run_id": getattr(ti, "run_id", None),
         "try_number": getattr(ti, "try_number", None),
         "logical_date": logical_date.isoformat() if logical_date is not None else None,
-        "error": " ".join(str(error).split())[:1000] if error is not None else None,
+        "error": flat_message(error, limit=1000) if error is not None else None,
     }
 
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class PredcacheError(Exception):
     """Root of every error predcache raises on purpose (CLI prints it as one line)."""
@@ -33,6 +38,23 @@ class InputError(PredcacheError):
 class StoreError(PredcacheError):
     """The PostgreSQL cache refused or could not do what was asked."""
 
+    #: True when the same call may succeed if tried again (connection lost, lock timeout).
+    retryable = False
+
+
+class TransientStoreError(StoreError):
+    """The database was briefly unavailable or busy (broken connection, lock timeout): retry."""
+
+    retryable = True
+
+
+class RowDataError(StoreError):
+    """The database refused a value of one row: retrying cannot help; the row must change."""
+
+
+class MigrationError(StoreError):
+    """The cache's schema and the shipped migrations disagree (edited, missing or newer migrations)."""
+
 
 class RunStateError(PredcacheError):
     """A run is not in a state that allows the requested step."""
@@ -42,8 +64,27 @@ class EngineError(PredcacheError):
     """The execution engine (Beam, Spark) failed or is unavailable."""
 
 
+class AirflowError(PredcacheError):
+    """The local Airflow (`predcache airflow`) did not start or a component of it stopped."""
+
+
 class RejectThresholdError(PredcacheError):
     """More rows were rejected than the run allows."""
+
+
+def flat_message(exc: BaseException, *, limit: int = 500) -> str:
+    """All of ``exc``'s message on one line (drivers put the cause's detail on later lines).
+
+    For database drivers, whose first line says what failed and later lines (DETAIL, HINT, the
+    host tried) say why; :func:`one_line` suits tracebacks, where the last error line is the cause.
+    """
+    return (" ".join(str(exc).split()) or type(exc).__name__)[:limit]
+
+
+def first_invalid(exc: ValidationError) -> str:
+    """``where: what`` of the first problem pydantic found (e.g. ``inputs.0.scale: Extra inputs ...``)."""
+    first = exc.errors()[0]
+    return f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}"
 
 
 def one_line(exc: BaseException, *, limit: int = 500) -> str:

@@ -6,6 +6,7 @@ it stopped, a finished one is not scored twice, and progress is read from the sh
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,18 +18,29 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from pipelines.core.card import DEFAULT_SIGNATURE
-from pipelines.core.inputs import check_input, fingerprint, iter_tables, key_hashes, list_input_files
+from pipelines.core.inputs import check_input, fingerprint, iter_tables, list_input_files, scan_keys
 from pipelines.core.model import load_model
 from pipelines.core.shards import plan_shards
 from pipelines.engines.output import engine_output_to
 from pipelines.engines.spec import JobSpec
-from pipelines.errors import ConfigError, EngineError, InputError, PredcacheError, RunStateError, one_line
+from pipelines.errors import (
+    ConfigError,
+    EngineError,
+    InputError,
+    ModelCardError,
+    PredcacheError,
+    RunStateError,
+    one_line,
+)
+from pipelines.faults import fault_point
 from pipelines.settings import Settings
-from pipelines.store import ledger
+from pipelines.store import ledger, runstate
 from pipelines.store.cache import cache_url
 from pipelines.store.db import connection
 from pipelines.store.incremental import check_same_schema, input_schema_text, write_tombstones
 from pipelines.store.publish import publish
+
+log = logging.getLogger(__name__)
 
 ENGINES = ("beam", "spark")
 PROGRESS_POLL_SECONDS = 0.5
@@ -103,15 +115,21 @@ def _progress_thread(url: str, run_id: int, on_progress: ProgressFn | None) -> I
         return
     stop = threading.Event()
 
-    def poll() -> None:
-        with connection(url, autocommit=True) as conn:
-            while True:
+    def report() -> None:
+        # A fresh connection per poll: the database may restart during a run (the bar just pauses).
+        try:
+            with connection(url, autocommit=True) as conn:
                 p = ledger.progress(conn, run_id)
-                on_progress(p.shards_done, p.shards_total, p.rows_done, p.rows_planned)
-                if stop.wait(PROGRESS_POLL_SECONDS):
-                    break
-            p = ledger.progress(conn, run_id)
             on_progress(p.shards_done, p.shards_total, p.rows_done, p.rows_planned)
+        except Exception as exc:  # progress is cosmetic; the run reports real failures
+            log.debug("run %s: progress poll failed (%s)", run_id, one_line(exc))
+
+    def poll() -> None:
+        while True:
+            report()
+            if stop.wait(PROGRESS_POLL_SECONDS):
+                break
+        report()
 
     thread = threading.Thread(target=poll, name="predcache-progress", daemon=True)
     thread.start()
@@ -150,7 +168,7 @@ def plan_run(settings: Settings, request: RunRequest) -> PlannedRun:
         threads=settings.ort_threads,
     )
     files = list_input_files(request.input)
-    check_input(files, model.card)
+    check_input(files, model.card, max_row_group_rows=settings.max_row_group_rows)
     if request.prune_missing and not request.incremental:
         raise ConfigError("--prune-missing needs --incremental (a full run already replaces every key)")
     input_uri = str(request.input.resolve())
@@ -158,8 +176,13 @@ def plan_run(settings: Settings, request: RunRequest) -> PlannedRun:
     schema_text = input_schema_text(pq.read_schema(files[0]), [model.card.key, *model.card.input_names])
     shard_rows = request.shard_rows or settings.shard_rows
     # Hash every key before the transaction: it holds locks, and planning is the slow part.
-    shards = plan_shards(key_hashes(files, model.card.key), shard_rows)
+    # Null and empty keys are rejected here: they share one hash and would make one shard
+    # that no split can divide.
+    scan = scan_keys(files, model.card)
+    shards = plan_shards(scan.hashes, shard_rows)
     with connection(url, autocommit=True) as conn, conn.transaction():
+        # One planner per input at a time: two commands started together find one run.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('predcache.plan'), hashtext(%s))", (input_uri,))
         version_id = ledger.register_version(conn, model)
         if request.incremental:
             check_same_schema(conn, version_id=version_id, schema_text=schema_text)
@@ -192,8 +215,59 @@ def plan_run(settings: Settings, request: RunRequest) -> PlannedRun:
             incremental=request.incremental,
             prune_missing=request.prune_missing,
             input_schema=schema_text,
+            rows_rejected_plan=scan.rejects.num_rows,
         )
+        ledger.store_plan_rejects(conn, run_id, scan.rejects)
+    fault_point("plan.after")
     return PlannedRun(run_id, resumed=False, finished=False)
+
+
+@contextmanager
+def _lease_heartbeat(url: str, run_id: int, owner: str, lease_seconds: float) -> Iterator[None]:
+    """Extend ``owner``'s lease every third of its length while the block runs, then release it.
+
+    A beat that fails (the database restarting) is retried at the next one: the lease only
+    lapses if the database stays away for two thirds of its length.
+    """
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(lease_seconds / 3):
+            try:
+                with connection(url, autocommit=True) as conn:
+                    if not runstate.heartbeat(conn, run_id, owner, lease_seconds):
+                        log.warning("run %s: lease of %s was taken over by another process", run_id, owner)
+                        return
+            except Exception as exc:  # the next beat retries; the engine reports real failures
+                log.warning("run %s: heartbeat failed (%s)", run_id, one_line(exc))
+
+    thread = threading.Thread(target=beat, name="predcache-lease", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+def record_failure(url: str, run_id: int, message: str, *, owner: str | None = None) -> None:
+    """Mark the run failed on a fresh connection (the one in use may be what broke); never raises.
+
+    A run another process holds, or that moved on meanwhile, is left as it is.
+    """
+    try:
+        with connection(url, autocommit=True) as conn:
+            ledger.mark_failed(conn, run_id, message, owner=owner)
+    except Exception as exc:  # recording is best effort: the original error is what the user needs
+        log.warning("run %s: could not record its failure (%s)", run_id, one_line(exc))
+
+
+def _release(url: str, run_id: int, owner: str) -> None:
+    try:
+        with connection(url, autocommit=True) as conn:
+            runstate.release(conn, run_id, owner)
+    except Exception as exc:  # the lease then simply expires
+        log.warning("run %s: could not release its lease (%s)", run_id, one_line(exc))
 
 
 def score_run(
@@ -204,14 +278,21 @@ def score_run(
     engine_options: dict[str, Any] | None = None,
     fail_shards: frozenset[str] = frozenset(),
     on_progress: ProgressFn | None = None,
+    owner: str | None = None,
 ) -> int:
     """Score the run's pending shards on ``engine``; returns how many shards were pending.
 
+    The run is claimed for ``owner`` (default: a new identity of this process) with a lease
+    that a heartbeat extends while the engine runs; a run another live process scores is
+    refused. The lease is released when scoring ends.
+
     Raises:
+        RunStateError: the run is abandoned, or another live process scores it.
         PredcacheError: the engine failed (the run is marked failed; score again to resume).
     """
     execute = _engine_execute(engine)
     url = cache_url(settings)
+    owner = owner or runstate.owner_id()
     with connection(url, autocommit=True) as conn:
         run = ledger.get_run(conn, run_id)
         if run.status in ledger.FINISHED:
@@ -221,58 +302,77 @@ def score_run(
         model = load_model(
             settings.models_dir, run.model, run.version, signature=run.signature, threads=settings.ort_threads
         )
+        digest = model.card.artifacts[model.file_name].sha256
+        if run.artifact_sha256 is not None and digest != run.artifact_sha256:
+            message = (
+                f"run {run_id} was planned with {run.model}/{run.version} {model.file_name} sha256 "
+                f"{run.artifact_sha256[:12]}…, the file now has {digest[:12]}…; versions are immutable: "
+                "restore the model files or build a new version"
+            )
+            raise ModelCardError(message)
         source = Path(run.input_uri)
         files = list_input_files(source)
         if fingerprint(files, source) != run.input_fingerprint:
             message = f"the input of run {run_id} ({source}) changed after it was planned; start a new run"
-            ledger.mark_failed(conn, run_id, message)
+            record_failure(url, run_id, message, owner=owner)
             raise InputError(message)
-        with conn.transaction():
-            attempt = ledger.start_attempt(conn, run_id, engine)
-            pending = ledger.planned_shards(conn, run_id, pending_only=True)
-        spec = JobSpec(
-            database_url=url,
-            models_dir=settings.models_dir,
-            model=model.name,
-            version=model.version,
-            signature=model.signature,
-            run_id=run_id,
-            version_id=run.version_id,
-            attempt=attempt,
-            key=model.card.key,
-            columns=[model.card.key, *[c for c in model.card.input_names if c != model.card.key]],
-            files=files,
-            shards=pending,
-            batch_rows=settings.batch_rows,
-            ort_threads=settings.ort_threads,
-            workers=settings.workers,
-            engine_options={
-                "spark_master": settings.spark_master,
-                "wave_rows": settings.beam_wave_rows,
-                **(engine_options or {}),
-            },
-            fail_shards=fail_shards,
-            incremental=run.incremental,
+        attempt = ledger.start_attempt(
+            conn, run_id, engine, owner=owner, lease_seconds=settings.lease_seconds
         )
-        log_path = settings.home / "logs" / f"run-{run_id}.log"
-        try:
-            with _progress_thread(url, run_id, on_progress), engine_output_to(log_path):
-                execute(spec)
-        except PredcacheError as exc:
-            ledger.mark_failed(conn, run_id, str(exc))
-            raise
-        except Exception as exc:  # engines raise their own wrapped errors
-            message = (
-                f"run {run_id} failed in the {engine} engine: {one_line(exc)}; "
-                f"rerun the same command to resume (engine log: {log_path})"
-            )
-            ledger.mark_failed(conn, run_id, message)
-            raise EngineError(message) from exc
+        pending = ledger.planned_shards(conn, run_id, pending_only=True)
+    fault_point("score.after_claim")
+    spec = JobSpec(
+        database_url=url,
+        models_dir=settings.models_dir,
+        model=model.name,
+        version=model.version,
+        signature=model.signature,
+        run_id=run_id,
+        version_id=run.version_id,
+        attempt=attempt,
+        key=model.card.key,
+        columns=[model.card.key, *model.card.columns],
+        files=files,
+        shards=pending,
+        batch_rows=settings.batch_rows,
+        ort_threads=settings.ort_threads,
+        workers=settings.workers,
+        engine_options={
+            "spark_master": settings.spark_master,
+            "scratch_uri": settings.scratch,
+            "ship_dir": str(settings.home / "shipping"),  # code archives for cluster workers
+            **(engine_options or {}),
+        },
+        fail_shards=fail_shards,
+    )
+    log_path = settings.home / "logs" / f"run-{run_id}.log"
+    try:
+        with (
+            _lease_heartbeat(url, run_id, owner, settings.lease_seconds),
+            _progress_thread(url, run_id, on_progress),
+            engine_output_to(log_path),
+        ):
+            execute(spec)
+    except PredcacheError as exc:
+        record_failure(url, run_id, str(exc), owner=owner)
+        raise
+    except Exception as exc:  # engines raise their own wrapped errors
+        message = (
+            f"run {run_id} failed in the {engine} engine: {one_line(exc)}; "
+            f"rerun the same command to resume (engine log: {log_path})"
+        )
+        record_failure(url, run_id, message, owner=owner)
+        raise EngineError(message) from exc
+    _release(url, run_id, owner)
+    fault_point("score.after_engine")
     return len(pending)
 
 
-def verify_run(settings: Settings, run_id: int) -> ledger.RunRecord:
+def verify_run(settings: Settings, run_id: int, *, owner: str | None = None) -> ledger.RunRecord:
     """Check the run is whole (see ``ledger.verify_run``) and mark it verified; idempotent.
+
+    The input's fingerprint is taken again: files rewritten while the run scored fail it.
+    ``owner``: the process that scored the run (its lease, if still held, does not block it).
 
     A ``--prune-missing`` run first writes its tombstones (once).
     """
@@ -295,17 +395,33 @@ def verify_run(settings: Settings, run_id: int) -> ledger.RunRecord:
                     for table in iter_tables(path, [model.card.key], batch_rows=settings.batch_rows * 8)
                 ),
             )
-        with conn.transaction():
-            return ledger.verify_run(conn, run_id, max_reject_fraction=settings.max_reject_fraction)
+        try:
+            source = Path(run.input_uri)
+            now = fingerprint(list_input_files(source), source)
+        except InputError as exc:
+            now = f"unreadable: {exc}"
+        verified = ledger.verify_run(
+            conn, run_id, max_reject_fraction=settings.max_reject_fraction, owner=owner, fingerprint=now
+        )
+    fault_point("verify.after")
+    return verified
 
 
 def publish_run(settings: Settings, run_id: int) -> bool:
-    """Publish one verified run (and make its version active); False if it already was."""
+    """Publish one verified run (and make its version active); False if it already was.
+
+    A rolled-back run is not published again here (a DAG retry or a rerun with ``--publish``
+    must not undo a rollback): ``predcache publish --run ID`` does that on purpose.
+    """
     with connection(cache_url(settings), autocommit=True) as conn:
         run = ledger.get_run(conn, run_id)
         if run.publish_id is not None:
             return False
+        if run.status == "rolled_back":
+            log.warning("run %s was rolled back; publish it by id to bring it back", run_id)
+            return False
         publish(conn, model=run.model, version=run.version, run_ids=[run_id])
+    fault_point("publish.after")
     return True
 
 
@@ -321,6 +437,7 @@ def run_job(settings: Settings, request: RunRequest, *, on_progress: ProgressFn 
     planned = plan_run(settings, request)
     scored = 0
     if not planned.finished:
+        owner = runstate.owner_id()
         scored = score_run(
             settings,
             planned.run_id,
@@ -328,8 +445,9 @@ def run_job(settings: Settings, request: RunRequest, *, on_progress: ProgressFn 
             engine_options=request.engine_options,
             fail_shards=request.fail_shards,
             on_progress=on_progress,
+            owner=owner,
         )
-        verify_run(settings, planned.run_id)
+        verify_run(settings, planned.run_id, owner=owner)
     published = publish_run(settings, planned.run_id) if request.publish else False
     with connection(cache_url(settings)) as conn:
         return _summary(

@@ -20,7 +20,6 @@ from psycopg.types.json import Jsonb
 
 from pipelines.core.card import Card
 from pipelines.core.inputs import iter_tables, list_input_files
-from pipelines.core.model import arrow_type
 from pipelines.core.stats import ColumnStats, column_stats, drift, merge_stats
 from pipelines.core.validate import validate
 from pipelines.errors import RunStateError
@@ -67,16 +66,16 @@ def streamed_stats(
 
 def _scored_inputs(source: Path, card: Card, *, batch_rows: int) -> Iterator[pa.Table]:
     """The input rows the model saw (valid rows, coerced to the card's dtypes), in batches."""
-    columns = [card.key, *[name for name in card.input_names if name != card.key]]
+    columns = [card.key, *card.columns]
     for path in list_input_files(source):
         for table in iter_tables(path, columns, batch_rows=batch_rows):
-            yield validate(table, card).good.select(card.input_names)
+            yield validate(table, card).good.select(card.scalar_columns)
 
 
 def _stored_outputs(conn: psycopg.Connection[Any], run_id: int, card: Card) -> Iterator[pa.Table]:
-    """The run's stored predictions (the card's output columns), in batches, through a server-side cursor."""
-    names: list[str] = [spec.name for spec in card.outputs]
-    types = [arrow_type(spec.dtype) for spec in card.outputs]
+    """The run's stored typed outputs (score, and label when the model has one), in batches."""
+    names = _typed_outputs(card)
+    types = [pa.float32(), pa.int64()][: len(names)]
     query = sql.SQL("SELECT {} FROM predictions WHERE run_id = %s").format(
         sql.SQL(", ").join(sql.Identifier(name) for name in names)
     )
@@ -87,6 +86,10 @@ def _stored_outputs(conn: psycopg.Connection[Any], run_id: int, card: Card) -> I
             yield pa.table(
                 [pa.array(values, kind) for values, kind in zip(columns, types, strict=True)], names=names
             )
+
+
+def _typed_outputs(card: Card) -> list[str]:
+    return ["score", "label"] if card.label_output is not None else ["score"]
 
 
 def _registered_card(conn: psycopg.Connection[Any], version_id: int) -> Card:
@@ -115,10 +118,10 @@ def observe_run(settings: Settings, run_id: int) -> dict[str, Any]:
         card = _registered_card(conn, run.version_id)
         input_stats = streamed_stats(
             _scored_inputs(Path(run.input_uri), card, batch_rows=settings.batch_rows),
-            card.input_names,
+            card.scalar_columns,
             card.reference_stats,
         )
-        outputs: list[str] = [spec.name for spec in card.outputs]
+        outputs = _typed_outputs(card)
         output_stats = streamed_stats(_stored_outputs(conn, run_id, card), outputs, card.reference_stats)
         psi = drift(card.reference_stats, {**input_stats, **output_stats})
         conn.execute(_UPSERT_SQL, (run_id, Jsonb(input_stats), Jsonb(output_stats), Jsonb(psi)))

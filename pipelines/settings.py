@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipelines.resources import bundled_models_dir
+from pipelines.resources import bundled_models_dir, default_models_dir, in_checkout, seed_models
 
-#: The source checkout's models/ folder (editable installs and the Docker image).
+#: The models that ship with predcache (a checkout's models/, else the installed package's copy).
 DEFAULT_MODELS_DIR = bundled_models_dir()
 #: Where the embedded PostgreSQL keeps its data when PREDCACHE_DATABASE_URL is unset.
 DEFAULT_HOME = Path.home() / ".predcache"
@@ -17,7 +17,13 @@ DEFAULT_SHARD_ROWS = 20_000
 DEFAULT_BATCH_ROWS = 8_192
 DEFAULT_ORT_THREADS = 1
 DEFAULT_MAX_REJECT_FRACTION = 0.2
-DEFAULT_BEAM_WAVE_ROWS = 2_500_000
+#: Retention (`predcache gc`): newest versions per model whose partitions are always kept.
+DEFAULT_GC_KEEP_VERSIONS = 2
+#: Retention: the rollback window in days (publishes and runs younger than this are kept).
+DEFAULT_GC_KEEP_DAYS = 7.0
+DEFAULT_LEASE_SECONDS = 60
+#: Largest Parquet row group the planner and readers accept (rows); bounds their memory.
+DEFAULT_MAX_ROW_GROUP_ROWS = 1_048_576
 
 
 class Settings(BaseSettings):
@@ -26,16 +32,31 @@ class Settings(BaseSettings):
     Attributes:
         database_url: PostgreSQL URL of the cache. Unset: an embedded server under ``home``.
         home: Folder for local state (the embedded server's data directory lives in ``home/pg``).
-        models_dir: Folder with one sub-folder per model (``<name>/<version>/card.json``).
+        models_dir: Folder with one sub-folder per model (``<name>/<version>/card.json``). Unset: a
+            checkout's ``models/``; an installed predcache uses ``home/models``, seeded with the
+            bundled reference model on first use.
         shard_rows: Upper bound of rows per shard when planning a run.
         batch_rows: Rows per onnxruntime call inside a shard.
         ort_threads: Intra-op threads of each onnxruntime session (one session per process).
         workers: Parallel worker processes of the engine (Beam direct_num_workers).
         max_reject_fraction: A run whose rejected share exceeds this fails its verify step.
-        beam_wave_rows: Planned rows per Beam pipeline run; larger runs are scored in waves
-            (the DirectRunner holds a shuffle in memory: this bounds peak memory).
+        scratch_uri: Where Beam's read stage leaves each shard's pieces (Arrow IPC) for the score
+            stage: a local folder or any pyarrow filesystem URI (``s3://bucket/prefix``) that
+            every worker can reach. Unset: ``home/scratch``.
+        max_row_group_rows: Inputs whose Parquet row groups hold more rows than this are refused
+            (a row group is the smallest unit a reader can stream: it bounds memory).
         spark_master: Spark master URL (``local[*]`` or ``spark://host:7077``).
         api_keys: Comma-separated API keys for the lookup API; empty means no key required.
+        api_database_url: PostgreSQL URL the lookup API logs in with (the SELECT-only
+            ``predcache_api`` role). Unset: derived from ``database_url`` (or the embedded
+            server) with the role's password (``api_db_password``, or the one ``db migrate``
+            generated and stored in ``home/api_db_password``).
+        api_db_password: Password ``db migrate`` gives the ``predcache_api`` role. Unset: a
+            generated one, kept in ``home/api_db_password`` (mode 0600).
+        gc_keep_versions: `predcache gc`: newest versions per model whose partitions are kept.
+        gc_keep_days: `predcache gc`: rollback window in days; younger runs and publishes are kept.
+        lease_seconds: How long a scoring run's lease holds without a heartbeat (beats come
+            every third of it); a run whose owner died is resumable by others after this.
     """
 
     model_config = SettingsConfigDict(env_prefix="PREDCACHE_", extra="forbid")
@@ -48,14 +69,33 @@ class Settings(BaseSettings):
     ort_threads: int = Field(default=DEFAULT_ORT_THREADS, ge=1)
     workers: int = Field(default=2, ge=1)
     max_reject_fraction: float = Field(default=DEFAULT_MAX_REJECT_FRACTION, ge=0.0, le=1.0)
-    beam_wave_rows: int = Field(default=DEFAULT_BEAM_WAVE_ROWS, ge=1)
+    scratch_uri: str | None = None
+    max_row_group_rows: int = Field(default=DEFAULT_MAX_ROW_GROUP_ROWS, ge=1)
     spark_master: str = "local[*]"
     api_keys: str = ""
+    api_database_url: str | None = None
+    api_db_password: str | None = None
+    gc_keep_versions: int = Field(default=DEFAULT_GC_KEEP_VERSIONS, ge=1)
+    gc_keep_days: float = Field(default=DEFAULT_GC_KEEP_DAYS, ge=0.0)
+    lease_seconds: int = Field(default=DEFAULT_LEASE_SECONDS, ge=3)
 
-    @field_validator("database_url")
+    @field_validator("database_url", "api_database_url", "api_db_password", "scratch_uri")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None
+
+    @model_validator(mode="after")
+    def _models_dir_beside_home(self) -> Settings:
+        if "models_dir" not in self.model_fields_set:
+            self.models_dir = default_models_dir(self.home)
+            if not in_checkout():
+                seed_models(self.models_dir)
+        return self
+
+    @property
+    def scratch(self) -> str:
+        """The scratch root: ``scratch_uri``, else ``home/scratch``."""
+        return self.scratch_uri or str(self.home / "scratch")
 
     @property
     def embedded_pgdata(self) -> Path:

@@ -25,13 +25,24 @@ ALTER TABLE runs ADD COLUMN IF NOT EXISTS rows_unchanged bigint;
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS rows_pruned bigint;
 ALTER TABLE run_shards ADD COLUMN IF NOT EXISTS rows_unchanged bigint;
 
--- Per key: the newest published row of the active version, unless that row is a tombstone.
--- The (model, key) filter of a lookup still pushes down into the DISTINCT ON (an index scan).
+-- Per key: the newest published row of the active version, unless that row is a tombstone
+-- (the columns of sql/004's view, then input_fp). The (model, key) filter of a lookup still
+-- pushes down into the DISTINCT ON: an index scan.
 CREATE OR REPLACE VIEW predictions_current AS
-SELECT c.model, c.version, c.key, c.score, c.label, c.computed_at, c.run_id, c.input_fp
+SELECT c.model, c.version, c.key, c.score, c.label, c.computed_at, c.run_id, c.outputs, c.input_fp
 FROM (
     SELECT DISTINCT ON (a.model, p.key)
-        a.model, a.version, p.key, p.score, p.label, p.computed_at, p.run_id, p.input_fp, p.pruned
+        a.model,
+        a.version,
+        p.key,
+        p.score,
+        p.label,
+        p.computed_at,
+        p.run_id,
+        coalesce(p.outputs::jsonb, jsonb_strip_nulls(jsonb_build_object('score', p.score, 'label', p.label)))
+            AS outputs,
+        p.input_fp,
+        p.pruned
     FROM active_versions a
     JOIN predictions p ON p.version_id = a.version_id
     JOIN runs r ON r.run_id = p.run_id AND r.publish_id IS NOT NULL
@@ -40,7 +51,9 @@ FROM (
 WHERE NOT c.pruned;
 
 CREATE OR REPLACE VIEW predictions_published AS
-SELECT r.model, r.version, p.key, p.score, p.label, p.computed_at, p.run_id, r.publish_id
+SELECT r.model, r.version, p.key, p.score, p.label, p.computed_at, p.run_id, r.publish_id,
+    coalesce(p.outputs::jsonb, jsonb_strip_nulls(jsonb_build_object('score', p.score, 'label', p.label)))
+        AS outputs
 FROM predictions p
 JOIN runs r ON r.run_id = p.run_id AND r.publish_id IS NOT NULL
 WHERE NOT p.pruned;

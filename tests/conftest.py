@@ -5,18 +5,19 @@ Each test module gets its own fresh database on the server, dropped afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 
 from pipelines.settings import DEFAULT_MODELS_DIR, Settings
+from pipelines.store.scratch import scratch_database
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,27 +44,26 @@ def pg_server_url() -> Iterator[str]:
 
 
 def _stop_embedded(pgdata: Path) -> None:
-    from pipelines.store import db
+    from pipelines.store.db import stop_embedded
 
-    server = db._embedded.pop(pgdata.resolve(), None)
-    if server is not None:
-        server.cleanup()
-
-
-def _admin(url: str) -> psycopg.Connection:
-    return psycopg.connect(url, autocommit=True)
+    stop_embedded(pgdata, delete=True)  # as root its data may live outside ``pgdata`` (a symlink)
 
 
 @pytest.fixture(scope="module")
 def database_url(pg_server_url: str) -> Iterator[str]:
     """A new, empty database for the test module (the schema is applied by the code under test)."""
-    name = f"pc_test_{uuid.uuid4().hex[:12]}"
-    with _admin(pg_server_url) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_conninfo(pg_server_url, dbname=name)
-    yield url
-    with _admin(pg_server_url) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(pg_server_url, "test") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def new_database(pg_server_url: str) -> Iterator[Callable[[], str]]:
+    """Factory: a new, empty database per call, for tests that need more than their module's one.
+
+    Every database it made is dropped when the module's tests are done.
+    """
+    with contextlib.ExitStack() as stack:
+        yield lambda: stack.enter_context(scratch_database(pg_server_url, "test"))
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def flights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture()
-def settings_for(tmp_path: Path):  # type: ignore[no-untyped-def]
+def settings_for(tmp_path: Path):
     """Build Settings for a database URL, with local state in the test's tmp folder."""
 
     def make(url: str, **overrides: object) -> Settings:
@@ -183,6 +183,103 @@ def toy_models_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def toy_model_builder():  # type: ignore[no-untyped-def]
+def toy_model_builder():
     """``build_toy_model`` for fixtures that need their own toy versions."""
     return build_toy_model
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """A run recorded in the ledger with its shard plan, as ``plan_run`` leaves it (no engine ran)."""
+
+    url: str
+    run_id: int
+    version_id: int
+    model: Any  # pipelines.core.model.Model
+    table: Any  # pyarrow.Table: the run's input
+    shards: list[Any]  # pipelines.core.shards.Shard
+
+
+def plan_toy_run(
+    url: str,
+    models_dir: Path,
+    table: Any,
+    *,
+    version: str = "1",
+    input_uri: str = "/in",
+    fingerprint: str = "f",
+    shard_rows: int = 10_000,
+) -> PlannedRun:
+    """Register toy/<version> and record a run over ``table`` (columns id, x, n) with its shard plan."""
+    from pipelines.core.keys import key_hash
+    from pipelines.core.model import load_model
+    from pipelines.core.shards import plan_shards
+    from pipelines.store import ledger
+    from pipelines.store.db import connection
+
+    model = load_model(models_dir, "toy", version)
+    shards = plan_shards(key_hash(table["id"]), shard_rows)
+    with connection(url, autocommit=True) as conn, conn.transaction():
+        version_id = ledger.register_version(conn, model)
+        run_id = ledger.create_run(
+            conn,
+            version_id=version_id,
+            model=model,
+            engine="test",
+            input_uri=input_uri,
+            fingerprint=fingerprint,
+            shard_rows=shard_rows,
+            shards=shards,
+        )
+    return PlannedRun(url, run_id, version_id, model, table, shards)
+
+
+@pytest.fixture(scope="session")
+def planned_run() -> Callable[..., PlannedRun]:
+    """``plan_toy_run``: a toy run in the ledger, planned and not scored, for store-level tests."""
+    return plan_toy_run
+
+
+#: Seconds a fresh virtual environment may take to install (pip reuses its cache of wheels).
+VENV_INSTALL_TIMEOUT = 900
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    drop = ("PREDCACHE_", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYSPARK_", "SPARK_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def clean_env():  # type: ignore[no-untyped-def]
+    """Build this environment without anything pointing Python at the checkout or a predcache setting."""
+    return _clean_env
+
+
+@pytest.fixture(scope="session")
+def make_venv():  # type: ignore[no-untyped-def]
+    """Create a fresh virtual environment with ``requirements`` pip-installed; returns its python.
+
+    Not ``--system-site-packages``: that would see this environment, whose predcache is the
+    checkout. pip reuses the wheels in its cache, so a rebuild downloads nothing new.
+    """
+    import subprocess
+    import sys
+
+    def make(folder: Path, requirements: list[str]) -> Path:
+        subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True, env=_clean_env(), timeout=120)
+        python = folder / "bin" / "python"
+        install = [str(python), "-m", "pip", "install", "--quiet", "--no-compile"]
+        result = subprocess.run(
+            [*install, *requirements],
+            env=_clean_env(),
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=VENV_INSTALL_TIMEOUT,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return python
+
+    return make

@@ -15,7 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 ROWS = "5000"
-CHEAP_SCENARIOS = "read,model,write,ours_beam,peer_beam"
+CHEAP_SCENARIOS = "read,model,write,simple,ours_beam,peer_beam"
 
 
 def _checks() -> Any:
@@ -74,6 +74,9 @@ def test_every_scenario_passed_its_self_check(results: dict[str, Any]) -> None:
         "ceiling_write",
         "ours_beam",
         "peer_beam",
+        "simple_csv",
+        "simple_binary",
+        "ceiling_write_binary",
     }
 
 
@@ -84,6 +87,8 @@ def test_results_hold_rates_and_ratios_per_engine_and_size(results: dict[str, An
     assert results["e2e_vs_ceiling"]["beam"][ROWS] > 0
     assert results["vs_peer"]["beam"][ROWS] > 0
     assert results["peak_rss_mb"]["beam"][ROWS] > 0
+    assert results["simple_rows_per_s"][ROWS] > 0 and results["e2e_vs_simple"]["beam"][ROWS] > 0
+    assert results["targets"]["e2e_vs_simple_beam"]["target"] == 0.5
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -112,7 +113,8 @@ def test_nan_features_and_duplicate_keys_become_rejects_with_reasons(
 def test_schema_errors_are_one_line_and_write_nothing(
     env: dict[str, str], tmp_path: Path, columns: dict[str, object], fragment: str
 ) -> None:
-    path = _write(tmp_path / "in", "schema", **{k: v for k, v in columns.items() if v is not None})
+    overrides: dict[str, Any] = {k: v for k, v in columns.items() if v is not None}
+    path = _write(tmp_path / "in", "schema", **overrides)
     if columns.get("id", 1) is None:
         pq.write_table(pq.read_table(path).drop_columns(["id"]), path)
     result = _cli(["run", "--model", "toy", "--input", str(tmp_path / "in")], env)

@@ -26,7 +26,9 @@ from pipelines.api.reader import DEFAULT_POOL_SIZE, ReadStore, open_pool
 from pipelines.api.routes import ROUTES, Runtime
 from pipelines.errors import PredcacheError
 from pipelines.settings import Settings
-from pipelines.store.db import migrate, resolve_url
+from pipelines.store.db import connection, resolve_url
+from pipelines.store.migrations import require_head
+from pipelines.store.roles import prepare_api_login
 
 POOL_CLOSE_TIMEOUT_S = 10.0
 _log = logging.getLogger("pipelines.api")
@@ -38,9 +40,21 @@ def parse_api_keys(text: str) -> tuple[bytes, ...]:
 
 
 def prepare_database(settings: Settings) -> str:
-    """The cache's URL (the embedded server started if none is configured), with schema and reader role."""
-    url = resolve_url(settings.database_url, settings.embedded_pgdata)
-    migrate(url)
+    """The URL the API reads with: ``PREDCACHE_API_DATABASE_URL``, or one derived with zero set-up.
+
+    The API never changes the schema (`predcache db migrate` does): it checks the schema is
+    current, then, for the derived URL, logs in as the SELECT-only ``predcache_api`` role with its
+    configured or generated password (set on the role by the owner's connection).
+
+    Raises:
+        MigrationError: the schema is not at the newest migration (the message says what to run).
+    """
+    if settings.api_database_url:
+        return settings.api_database_url
+    owner_url = resolve_url(settings.database_url, settings.embedded_pgdata)
+    require_head(owner_url)
+    with connection(owner_url) as conn:
+        url, _ = prepare_api_login(conn, settings, owner_url)
     return url
 
 

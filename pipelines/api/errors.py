@@ -89,6 +89,13 @@ _STATUS: dict[type[BaseException], tuple[int, str]] = {
     ConfigError: (500, "INTERNAL"),
     PredcacheError: (500, "INTERNAL"),
 }
+#: Messages that replace the error's own text in the response: a database error's text names hosts,
+#: roles and driver internals, which the server log keeps and clients never see.
+_PUBLIC_MESSAGES: dict[type[BaseException], str] = {
+    StoreError: "the cache database is unavailable; retry shortly",
+    ConfigError: "internal error; see the server log",
+    PredcacheError: "internal error; see the server log",
+}
 _HTTP_CODES = {
     400: "INVALID_ARGUMENT",
     422: "INVALID_ROWS",
@@ -96,6 +103,7 @@ _HTTP_CODES = {
     405: "METHOD_NOT_ALLOWED",
     413: "PAYLOAD_TOO_LARGE",
 }
+
 _HTTP_MESSAGES = {
     404: "no such path; the endpoints are listed in /openapi.json",
     405: "method not allowed on this path; see /openapi.json",
@@ -114,7 +122,7 @@ def status_of(exc: BaseException) -> tuple[int, str, str]:
     for cls in type(exc).__mro__:
         if cls in _STATUS:
             status, code = _STATUS[cls]
-            return status, code, str(exc)
+            return status, code, _PUBLIC_MESSAGES.get(cls, str(exc))
     return 500, "INTERNAL", "internal error; see the server log"
 
 

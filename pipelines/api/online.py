@@ -13,6 +13,7 @@ intra-op thread budget.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from pipelines.api.errors import UnprocessableRowsError
@@ -56,14 +58,12 @@ def rows_to_table(rows: list[dict[str, Any]], model: Model) -> pa.Table:
     """
     card = model.card
     columns: dict[str, pa.Array] = {card.key: pa.array([row[ROW_KEY] for row in rows], pa.string())}
-    for name in card.input_names:
-        if name == card.key:
-            continue
+    for name in card.columns:
         missing = [i for i, row in enumerate(rows) if name not in row]
         if missing:
             raise UnprocessableRowsError(
                 f"rows[{missing[0]}] has no field '{name}'; every row needs each model input "
-                f"({', '.join(card.input_names)}); send null for a missing value"
+                f"({', '.join(card.columns)}); send null for a missing value"
             )
         values = [row[name] for row in rows]
         try:
@@ -84,20 +84,43 @@ def rows_to_table(rows: list[dict[str, Any]], model: Model) -> pa.Table:
 
 
 def _input_type(model: Model, name: str) -> pa.DataType:
-    spec = next(spec for spec in model.card.inputs if spec.name == name)
-    return arrow_type(spec.dtype)
+    """The Arrow type the card feeds column ``name`` as (a list type for a list-fed input)."""
+    spec = next(spec for spec in model.card.inputs if name in spec.source_columns)
+    return pa.list_(arrow_type(spec.dtype)) if spec.is_list else arrow_type(spec.dtype)
 
 
 #: Columns of a scored shard that are bookkeeping, not part of a prediction's answer.
 _NOT_ANSWERED = {"key", "input_fp"}
 
 
+def outputs_object(text: str | None, score: float, label: int | None) -> dict[str, Any]:
+    """A row's ``outputs`` exactly as ``predictions_current`` shows it (sql/004).
+
+    Stored JSON text as it is; when a model's outputs are only ``score`` and ``label`` no JSON
+    is stored and the view builds ``{"score", "label"}`` from the typed columns: float4 printed
+    shortest (PostgreSQL's float4out, numpy's float32 ``str``), nulls left out.
+    """
+    if text is not None:
+        parsed: dict[str, Any] = json.loads(text)
+        return parsed
+    built: dict[str, Any] = {"score": float(str(np.float32(score)))}
+    if label is not None:
+        built["label"] = label
+    return built
+
+
 def prediction_fields(predictions: pa.Table) -> dict[str, dict[str, Any]]:
-    """key -> the fields a lookup returns for each scored row (``score``, ``label``, ``outputs``...)."""
+    """key -> the fields a lookup returns for each scored row (``score``, ``label``, ``outputs``)."""
     names = [name for name in predictions.column_names if name not in _NOT_ANSWERED]
     keys = predictions.column("key").to_pylist()
     values = {name: predictions.column(name).to_pylist() for name in names}
-    return {key: {name: values[name][i] for name in names} for i, key in enumerate(keys)}
+    out = {}
+    for i, key in enumerate(keys):
+        fields = {name: values[name][i] for name in names}
+        if "outputs" in fields:
+            fields["outputs"] = outputs_object(fields["outputs"], fields["score"], fields.get("label"))
+        out[key] = fields
+    return out
 
 
 class OnlineScorer:

@@ -49,6 +49,16 @@ _PREDICTION_FIELDS: dict[str, Any] = {
         "description": "The scoring run that wrote it (null: online)",
     },
     "source": {"type": "string", "enum": ["batch", "online"], "description": "The cache, or computed now"},
+    "outputs": {
+        "type": "object",
+        "nullable": True,
+        "description": (
+            "Every output of the model: name -> a scalar ([N] and [N, 1] outputs) or a list ([N, K] "
+            "outputs); numbers read back to the model's float32/float64 exactly; NaN and infinities "
+            'are the strings "NaN", "Infinity", "-Infinity". Null for rows stored before outputs were.'
+        ),
+        "additionalProperties": True,
+    },
 }
 _ROW = {
     "type": "object",

@@ -1,4 +1,4 @@
-"""The API's read side of the cache: an asyncpg pool whose sessions run as the read-only role.
+"""The API's read side of the cache: an asyncpg pool logged in as the SELECT-only ``predcache_api`` role.
 
 asyncpg was measured against psycopg_pool's AsyncConnectionPool on this machine (2 cores,
 32 concurrent tasks, pool of 8, the one-key lookup): ~1.7-2.4k vs ~0.9-1.1k queries/s, and
@@ -16,11 +16,10 @@ from typing import Any
 import asyncpg
 from psycopg.conninfo import conninfo_to_dict
 
-from pipelines.errors import ConfigError, StoreError
+from pipelines.errors import ConfigError, StoreError, flat_message
 from pipelines.store.lookup import LOOKUP_SQL
+from pipelines.store.urls import libpq_url
 
-#: The role of sql/003_readonly_role.sql; every pooled session runs as it.
-READER_ROLE = "predcache_reader"
 DEFAULT_POOL_SIZE = 8
 ACQUIRE_TIMEOUT_S = 5.0
 QUERY_TIMEOUT_S = 5.0
@@ -44,20 +43,10 @@ LOOKUP_QUERY = to_dollar_params(LOOKUP_SQL)
 MODEL_EXISTS_QUERY = "SELECT 1 FROM active_versions WHERE model = $1"
 ACTIVE_VERSION_QUERY = "SELECT version FROM active_versions WHERE model = $1"
 SERVED_MODELS_QUERY = "SELECT model FROM active_versions ORDER BY model"
-# Freshness from the ledger, not the predictions: a run's rows_out counts its keys, and a
-# shard's done_at commits in the same transaction as its rows, so it equals their computed_at.
-MODELS_QUERY = """
-SELECT a.model, a.version, p.published_at,
-       coalesce(sum(r.rows_out), 0)::bigint AS rows,
-       (SELECT max(s.done_at) FROM run_shards s JOIN runs rs ON rs.run_id = s.run_id
-         WHERE rs.version_id = a.version_id AND rs.publish_id IS NOT NULL AND s.rows_out > 0) AS newest,
-       now() AS now
-FROM active_versions a
-JOIN publishes p ON p.publish_id = a.publish_id
-LEFT JOIN runs r ON r.version_id = a.version_id AND r.publish_id IS NOT NULL
-GROUP BY a.model, a.version, a.version_id, p.published_at
-ORDER BY a.model
-"""
+# served_models (sql/010_least_privilege.sql): freshness from the ledger, without granting the ledger.
+MODELS_QUERY = (
+    "SELECT model, version, published_at, rows, newest, now() AS now FROM served_models ORDER BY model"
+)
 
 # A pooled connection that died while idle (server restart): a fresh one is made on retry.
 _STALE = (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError)
@@ -83,7 +72,7 @@ def connect_kwargs(url: str) -> dict[str, Any]:
         ConfigError: the URL cannot be parsed.
     """
     try:
-        params = conninfo_to_dict(url)
+        params = conninfo_to_dict(libpq_url(url))
     except Exception as exc:  # psycopg.ProgrammingError; the URL is user input
         raise ConfigError(
             f"cannot parse PREDCACHE_DATABASE_URL ({exc}); use postgresql://user@host:port/db"
@@ -102,10 +91,10 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 
 async def open_pool(url: str, *, size: int = DEFAULT_POOL_SIZE) -> asyncpg.Pool:
-    """A pool of ``size`` sessions running as the read-only role, in read-only transactions.
+    """A pool of ``size`` sessions logged in with ``url`` (the API's role), in read-only transactions.
 
     Raises:
-        StoreError: the server cannot be reached or the role is missing (run `predcache db migrate`).
+        StoreError: the server cannot be reached or refused the login (run `predcache db migrate`).
     """
     try:
         return await asyncpg.create_pool(
@@ -115,20 +104,19 @@ async def open_pool(url: str, *, size: int = DEFAULT_POOL_SIZE) -> asyncpg.Pool:
             command_timeout=QUERY_TIMEOUT_S,
             reset=_keep_session,
             server_settings={
-                "role": READER_ROLE,
                 "default_transaction_read_only": "on",
                 "application_name": "predcache-api",
             },
         )
     except _UNAVAILABLE as exc:
         raise StoreError(
-            f"the API cannot open its database pool as {READER_ROLE} ({_detail(exc)}); check "
-            "PREDCACHE_DATABASE_URL and run `predcache db migrate`"
+            f"the API cannot open its database pool ({_detail(exc)}); check PREDCACHE_API_DATABASE_URL "
+            "(or PREDCACHE_DATABASE_URL) and run `predcache db migrate`"
         ) from exc
 
 
 def _detail(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
+    return flat_message(exc, limit=200)
 
 
 class ReadStore:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -120,6 +121,7 @@ def prediction_json(
         "version": row["version"],
         "computed_at": text,
         "run_id": row["run_id"],
+        "outputs": _outputs(row["outputs"]),
         "source": "batch",
     }
 
@@ -154,6 +156,11 @@ async def _compute(
     _runtime(request).metrics.count_online(model, computed)
     at = now_text()
     return [computed_json(model, version, one, at) for one in computed]
+
+
+def _outputs(value: str | None) -> Any:
+    """The stored outputs object (asyncpg hands jsonb over as its text)."""
+    return json.loads(value) if value is not None else None
 
 
 async def _unknown_model(store: ReadStore, model: str) -> ModelNotServedError:

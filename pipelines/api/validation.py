@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelines.api.errors import RequestError, TooManyRowsError, UnprocessableRowsError
+from pipelines.core.keyrule import KEY_PATTERN, MAX_KEY_LENGTH
 
-#: Allowed key characters: ASCII letters, digits and ``_ . : @ / + = -``; 1 to 256 of them.
-#: Covers flight ids (2013-07-01_UA1545_EWR), numeric ids, UUIDs, emails, base64 and path-like SKUs.
-KEY_PATTERN = r"^[A-Za-z0-9_.:@/+=-]{1,256}$"
-MAX_KEY_LENGTH = 256
+# KEY_PATTERN is the store's key rule (pipelines.core.keyrule): the API accepts exactly the
+# keys a run can store, so every stored key can be looked up.
+
 #: Model names are folder names under models/.
 MODEL_PATTERN = r"^[A-Za-z0-9_.-]{1,128}$"
 #: Documented maximum keys per batchGet request.

@@ -9,13 +9,40 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipelines.errors import ModelCardError
+from pipelines.errors import ModelCardError, first_invalid
 
 CARD_FILE = "card.json"
 DEFAULT_SIGNATURE = "default"
 
 #: Input dtypes a card may declare, and the Arrow/numpy type each is fed to onnxruntime as.
-InputDType = Literal["string", "int64", "float32"]
+InputDType = Literal["string", "int64", "int32", "float32", "float64", "bool"]
+#: Element types of a stored output (numpy names; "string" for tensor(string)).
+OutputDType = Literal[
+    "float32",
+    "float64",
+    "float16",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "bool",
+    "string",
+]
+#: The batch dimension in a card's shapes.
+BATCH = "N"
+Shape = list[int | str]
+
+
+def _column_shape() -> Shape:
+    return [BATCH, 1]
+
+
+def _vector_shape() -> Shape:
+    return [BATCH]
 
 
 class _Strict(BaseModel):
@@ -23,19 +50,65 @@ class _Strict(BaseModel):
 
 
 class InputSpec(_Strict):
-    """One model input: a column of the input data fed as an ONNX tensor of shape [N, 1]."""
+    """One graph input and how it is fed.
+
+    ``shape`` is ``["N"]``, ``["N", 1]`` (the default) or ``["N", K]``. An input is fed from the
+    column of the same name (a scalar column for ``[N]``/``[N, 1]``, a list column of exactly K
+    values for ``[N, K]``), or, when ``columns`` is set, from those K scalar columns stacked in order.
+    """
 
     name: str
     dtype: InputDType
+    shape: Shape = Field(default_factory=_column_shape)
+    columns: list[str] | None = None
     description: str = ""
+
+    @property
+    def width(self) -> int | None:
+        """K of an ``[N, K]`` input, 1 for ``[N, 1]``, None for ``[N]``."""
+        return int(self.shape[1]) if len(self.shape) == 2 else None
+
+    @property
+    def is_list(self) -> bool:
+        """Fed from one list column (``[N, K]`` with K > 1 and no ``columns``)."""
+        return self.columns is None and (self.width or 1) > 1
+
+    @property
+    def source_columns(self) -> list[str]:
+        return list(self.columns) if self.columns is not None else [self.name]
 
 
 class OutputSpec(_Strict):
-    """One ONNX output stored in the cache. ``score`` (float32) is required; ``label`` is optional."""
+    """One graph output, stored per key: shape ``["N"]``, ``["N", 1]`` or ``["N", K]``."""
 
-    name: Literal["score", "label"]
-    dtype: Literal["float32", "int64"]
+    name: str
+    dtype: OutputDType
+    shape: Shape = Field(default_factory=_vector_shape)
     description: str = ""
+
+    @property
+    def width(self) -> int | None:
+        """K of an ``[N, K]`` output with K > 1 (stored as a list), else None (stored as a scalar)."""
+        return int(self.shape[1]) if len(self.shape) == 2 and int(self.shape[1]) > 1 else None
+
+
+class ScoreSpec(_Strict):
+    """Which output (or element of it) is the typed ``score`` column.
+
+    ``index`` picks one column of an ``[N, K]`` output; ``reduce="max"`` takes the row maximum.
+    """
+
+    output: str
+    index: int | None = None
+    reduce: Literal["max"] | None = None
+
+    def describe(self) -> str:
+        """The ``--score`` text: ``OUTPUT``, ``OUTPUT:INDEX`` or ``OUTPUT:max``."""
+        if self.index is not None:
+            return f"{self.output}:{self.index}"
+        if self.reduce is not None:
+            return f"{self.output}:{self.reduce}"
+        return self.output
 
 
 class Artifact(_Strict):
@@ -65,6 +138,12 @@ class Card(_Strict):
     key: str = Field(description="Input column holding the unique key of each row.")
     inputs: list[InputSpec]
     outputs: list[OutputSpec]
+    score: ScoreSpec | None = Field(
+        default=None, description="The typed score column; None: the output named 'score'."
+    )
+    label: str | None = Field(
+        default=None, description="Integer [N] output stored as the typed label column; None: 'label' if any."
+    )
     signatures: dict[str, str] = Field(description="Signature name -> ONNX file in the version folder.")
     artifacts: dict[str, Artifact]
     training: dict[str, Any] = Field(default_factory=dict)
@@ -76,7 +155,42 @@ class Card(_Strict):
 
     @property
     def input_names(self) -> list[str]:
+        """The graph inputs' names."""
         return [spec.name for spec in self.inputs]
+
+    @property
+    def columns(self) -> list[str]:
+        """Every input data column the model reads (key excluded), in card order, once each."""
+        seen: dict[str, None] = {}
+        for spec in self.inputs:
+            for column in spec.source_columns:
+                if column != self.key:
+                    seen.setdefault(column, None)
+        return list(seen)
+
+    @property
+    def scalar_columns(self) -> list[str]:
+        """The data columns holding one value per row (those get reference statistics)."""
+        lists = {spec.name for spec in self.inputs if spec.is_list}
+        return [c for c in self.columns if c not in lists]
+
+    @property
+    def score_spec(self) -> ScoreSpec:
+        """The score designation (legacy cards: the output named ``score``)."""
+        return self.score if self.score is not None else ScoreSpec(output="score")
+
+    @property
+    def label_output(self) -> str | None:
+        """The output stored as the typed ``label`` column, if any."""
+        if self.label is not None:
+            return self.label
+        return "label" if any(o.name == "label" for o in self.outputs) else None
+
+    def output(self, name: str) -> OutputSpec:
+        for spec in self.outputs:
+            if spec.name == name:
+                return spec
+        raise ModelCardError(f"model {self.name}/{self.version} has no output '{name}'")
 
     def signature_file(self, signature: str = DEFAULT_SIGNATURE) -> str:
         """The ONNX file name behind ``signature``.
@@ -117,11 +231,16 @@ def load_card(version_dir: Path) -> Card:
     try:
         card = Card.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ModelCardError(f"{path} is not a valid card: {where}: {first['msg']}") from exc
-    if not any(out.name == "score" for out in card.outputs):
-        raise ModelCardError(f"{path} declares no 'score' output; every model must output a float32 score")
+        raise ModelCardError(f"{path} is not a valid card: {first_invalid(exc)}") from exc
+    names = {out.name for out in card.outputs}
+    score = card.score_spec
+    if score.output not in names:
+        raise ModelCardError(
+            f"{path}: the score output '{score.output}' is not among the outputs {sorted(names)}; "
+            "re-import the model with --score"
+        )
+    if card.label_output is not None and card.label_output not in names:
+        raise ModelCardError(f"{path}: the label output '{card.label_output}' is not an output")
     return card
 
 

@@ -15,15 +15,41 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.core.card import DEFAULT_SIGNATURE, Card, load_card, verify_artifact
-from pipelines.errors import ModelCardError, UnknownModelError
+from pipelines.core.card import DEFAULT_SIGNATURE, Card, InputSpec, OutputSpec, load_card, verify_artifact
+from pipelines.errors import ModelCardError, UnknownModelError, one_line
 
 if TYPE_CHECKING:
     import onnxruntime as ort
 
-_NUMPY_DTYPES: dict[str, type] = {"string": object, "int64": np.int64, "float32": np.float32}
-_ONNX_TENSOR_TYPES = {"string": "tensor(string)", "int64": "tensor(int64)", "float32": "tensor(float)"}
-_ARROW_TYPES: dict[str, pa.DataType] = {"string": pa.string(), "int64": pa.int64(), "float32": pa.float32()}
+_NUMPY_DTYPES: dict[str, type] = {
+    "string": object,
+    "int64": np.int64,
+    "int32": np.int32,
+    "float32": np.float32,
+    "float64": np.float64,
+    "bool": np.bool_,
+}
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "int64": pa.int64(),
+    "int32": pa.int32(),
+    "float32": pa.float32(),
+    "float64": pa.float64(),
+    "bool": pa.bool_(),
+}
+#: onnxruntime's type names -> card dtypes (inputs and outputs share the names).
+ONNX_TO_DTYPE: dict[str, str] = {
+    "tensor(string)": "string",
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(float16)": "float16",
+    "tensor(bool)": "bool",
+    **{f"tensor({t})": t for t in ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")},
+}
+_ONNX_TENSOR_TYPES = {dtype: onnx_type for onnx_type, dtype in ONNX_TO_DTYPE.items()}
+
+#: Every onnxruntime call scores a multiple of this many rows (see ``padded``).
+PAD_ROWS = 16
 
 _sessions: dict[tuple[str, int, int, int], ort.InferenceSession] = {}
 _sessions_lock = threading.Lock()
@@ -79,10 +105,11 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
             options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            options.log_severity_level = 3  # exporters' loose declared shapes make ORT warn on every run
             try:
                 session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             except Exception as exc:  # onnxruntime raises its own untyped errors
-                raise ModelCardError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0]}") from exc
+                raise ModelCardError(f"onnxruntime cannot load {path}: {one_line(exc)}") from exc
             _sessions[key] = session
         return session
 
@@ -103,10 +130,15 @@ def check_card_matches_session(card: Card, session: ort.InferenceSession, file_n
             raise ModelCardError(
                 f"{where}: card says input '{name}' is {onnx_type}, {file_name} takes {graph_inputs[name]}"
             )
-    graph_outputs = {o.name for o in session.get_outputs()}
+    graph_outputs = {o.name: o.type for o in session.get_outputs()}
     for spec in card.outputs:
         if spec.name not in graph_outputs:
             raise ModelCardError(f"{where}: card output '{spec.name}' is not an output of {file_name}")
+        if graph_outputs[spec.name] != _ONNX_TENSOR_TYPES.get(spec.dtype):
+            raise ModelCardError(
+                f"{where}: card says output '{spec.name}' is {spec.dtype}, {file_name} gives "
+                f"{graph_outputs[spec.name]}; re-import the model"
+            )
 
 
 def _strings(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -119,17 +151,40 @@ def _strings(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return dictionary[indices.to_numpy(zero_copy_only=False)]
 
 
+def _values(column: pa.ChunkedArray | pa.Array, dtype: str) -> np.ndarray:
+    if dtype == "string":
+        return _strings(column)
+    return np.asarray(column.to_numpy(zero_copy_only=False)).astype(_NUMPY_DTYPES[dtype], copy=False)
+
+
+def _input_tensor(spec: InputSpec, table: pa.Table) -> np.ndarray:
+    if spec.columns is not None:
+        stacked = [_values(table.column(name), spec.dtype) for name in spec.columns]
+        return np.stack(stacked, axis=1) if stacked else np.empty((table.num_rows, 0))
+    column = table.column(spec.name)
+    if spec.is_list:
+        chunk = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        flat = _values(pc.list_flatten(chunk), spec.dtype)
+        return flat.reshape(table.num_rows, spec.width or 1)
+    values = _values(column, spec.dtype)
+    return values if spec.width is None else values.reshape(-1, 1)
+
+
 def to_feed(card: Card, table: pa.Table) -> dict[str, np.ndarray]:
-    """Arrow columns (already validated and coerced) -> onnxruntime feed of [N, 1] tensors."""
-    feed: dict[str, np.ndarray] = {}
-    for spec in card.inputs:
-        column = table.column(spec.name)
-        if spec.dtype == "string":
-            values = _strings(column)
-        else:
-            values = column.to_numpy().astype(_NUMPY_DTYPES[spec.dtype], copy=False)
-        feed[spec.name] = values.reshape(-1, 1)
-    return feed
+    """Arrow columns (already validated and coerced) -> onnxruntime feed, one tensor per graph input.
+
+    ``[N]`` and ``[N, 1]`` inputs come from their column; ``[N, K]`` inputs from a list column of
+    exactly K values per row, or from the card's ``columns`` stacked in order.
+    """
+    return {spec.name: _input_tensor(spec, table) for spec in card.inputs}
+
+
+def output_array(spec: OutputSpec, result: np.ndarray) -> np.ndarray:
+    """One output batch as stored: ``[N]``/``[N, 1]`` -> 1-D, ``[N, K]`` -> 2-D ``(n, K)``."""
+    values = np.asarray(result)
+    if spec.width is None:
+        return values.reshape(-1)
+    return values.reshape(-1, spec.width)
 
 
 @dataclass(frozen=True)
@@ -155,21 +210,48 @@ class Model:
         return _session(self.version_dir / self.file_name, self.threads)
 
     def predict(self, table: pa.Table, *, batch_rows: int) -> dict[str, np.ndarray]:
-        """Score validated rows in batches of ``batch_rows``; returns output name -> 1-D array."""
-        session = self.session()
-        names = [spec.name for spec in self.card.outputs]
-        chunks: dict[str, list[np.ndarray]] = {name: [] for name in names}
-        for start in range(0, table.num_rows, batch_rows):
-            feed = to_feed(self.card, table.slice(start, batch_rows))
-            results = session.run(names, feed)
-            for name, result in zip(names, results, strict=True):
-                chunks[name].append(np.asarray(result).reshape(-1))
-        out: dict[str, np.ndarray] = {}
-        for spec in self.card.outputs:
-            dtype = _NUMPY_DTYPES[spec.dtype]
-            parts = chunks[spec.name]
-            out[spec.name] = np.concatenate(parts).astype(dtype, copy=False) if parts else np.empty(0, dtype)
-        return out
+        """Score validated rows in batches of ``batch_rows``.
+
+        Returns:
+            Output name -> array: 1-D for ``[N]``/``[N, 1]`` outputs, ``(n, K)`` for ``[N, K]`` ones.
+        """
+        return predict_outputs(self.session(), self.card, table, batch_rows=batch_rows)
+
+
+def padded(feed: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    """``feed`` grown to a multiple of ``PAD_ROWS`` rows by repeating its last row.
+
+    Some kernels take another path for very small batches (measured: skl2onnx's LinearRegressor
+    gives a different last bit for a batch of one row), so without this a key's outputs would
+    depend on how many rows its shard or batch happened to hold. The extra outputs are dropped.
+    """
+    extra = -rows % PAD_ROWS
+    if extra == 0 or rows == 0:
+        return feed
+    return {name: np.concatenate([v, np.repeat(v[-1:], extra, axis=0)]) for name, v in feed.items()}
+
+
+def predict_outputs(
+    session: ort.InferenceSession, card: Card, table: pa.Table, *, batch_rows: int
+) -> dict[str, np.ndarray]:
+    """Every card output of ``table``'s rows, scored by ``session`` in batches of ``batch_rows``."""
+    names = [spec.name for spec in card.outputs]
+    chunks: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for start in range(0, table.num_rows, batch_rows):
+        rows = min(batch_rows, table.num_rows - start)
+        feed = padded(to_feed(card, table.slice(start, batch_rows)), rows)
+        results = session.run(names, feed)
+        for spec, result in zip(card.outputs, results, strict=True):
+            chunks[spec.name].append(output_array(spec, result)[:rows])
+    out: dict[str, np.ndarray] = {}
+    for spec in card.outputs:
+        parts = chunks[spec.name]
+        if parts:
+            out[spec.name] = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        else:
+            dtype = object if spec.dtype == "string" else np.dtype(spec.dtype)
+            out[spec.name] = np.empty((0,) if spec.width is None else (0, spec.width), dtype)
+    return out
 
 
 def load_model(

@@ -11,10 +11,19 @@ import pyarrow as pa
 from pipelines.core.card import Card
 from pipelines.core.fingerprint import input_fingerprint
 from pipelines.core.model import Model
-from pipelines.core.validate import MAX_KEY_LENGTH, validate
+from pipelines.core.outputs import encode_outputs, label_values, score_values
+from pipelines.core.validate import MAX_KEY_LENGTH, reject_rows, validate
 
+#: What a shard stores per key: the typed score and label, every output as one JSON object
+#: text, and the fingerprint of the inputs it was computed from (``core.fingerprint``).
 PREDICTION_SCHEMA = pa.schema(
-    [("key", pa.string()), ("score", pa.float32()), ("label", pa.int64()), ("input_fp", pa.int64())]
+    [
+        ("key", pa.string()),
+        ("score", pa.float32()),
+        ("label", pa.int64()),
+        ("outputs", pa.string()),
+        ("input_fp", pa.int64()),
+    ]
 )
 
 #: unchanged(keys, fingerprints) -> bool mask of the rows whose current prediction already
@@ -23,13 +32,13 @@ UnchangedFn = Callable[[pa.Array, np.ndarray], np.ndarray]
 
 
 def fingerprint_columns(card: Card) -> list[str]:
-    """The columns an input fingerprint covers: the model's inputs in card order (not the key)."""
-    return [name for name in card.input_names if name != card.key]
+    """The columns an input fingerprint covers: the model's input columns in card order (not the key)."""
+    return [name for name in card.columns if name != card.key]
 
 
 @dataclass(frozen=True)
 class ShardResult:
-    """What one shard produced: predictions (key, score, label, input_fp) and rejects (key, reason, row).
+    """What one shard produced: predictions (key, score, label, outputs, input_fp) and rejects.
 
     ``rows_in == rows_out + rows_rejected + rows_unchanged`` (unchanged: skipped by an
     incremental run because the key's current prediction was made from the same inputs).
@@ -61,6 +70,9 @@ def score_table(
 ) -> ShardResult:
     """Validate ``table`` against the model's card and score the good rows.
 
+    A row whose score comes out NaN or infinite is rejected with the reason (JSON has no
+    such number, and a cached score must be one a reader can use).
+
     Args:
         shard_id: the shard these rows belong to (carried into the result).
         table: every input row of the shard.
@@ -81,20 +93,34 @@ def score_table(
             fingerprints = fingerprints[~same]
     outputs = model.predict(good, batch_rows=batch_rows)
     n = good.num_rows
-    label = outputs.get("label")
+    label = label_values(model.card, outputs)
+    score = np.asarray(score_values(model.card, outputs), np.float32)
     predictions = pa.table(
         [
             good.column(model.card.key),
-            pa.array(outputs["score"], pa.float32()),
+            pa.array(score, pa.float32()),
             pa.array(label, pa.int64()) if label is not None else pa.nulls(n, pa.int64()),
+            encode_outputs(model.card, outputs, n),
             pa.array(fingerprints, pa.int64()),
         ],
         schema=PREDICTION_SCHEMA,
     )
+    rejects = checked.rejects
+    finite = np.isfinite(score)
+    if not finite.all():
+        bad = ~finite
+        reasons = np.where(
+            np.isnan(score[bad]), "model output 'score' is NaN", "model output 'score' is infinite"
+        )
+        mask = pa.array(bad)
+        bad_rows = reject_rows(good.filter(mask), pa.array(reasons, pa.string()), model.card)
+        # One chunk: pyarrow's CSV writer emits garbage for a table whose first chunk is empty.
+        rejects = pa.concat_tables([rejects, bad_rows]).combine_chunks() if rejects.num_rows else bad_rows
+        predictions = predictions.filter(pa.array(finite))
     return ShardResult(
         shard_id=shard_id,
         rows_in=table.num_rows,
         predictions=predictions,
-        rejects=checked.rejects,
+        rejects=rejects,
         rows_unchanged=skipped,
     )

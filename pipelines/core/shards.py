@@ -9,6 +9,7 @@ shard on every engine and every machine, for a given plan. Empty ranges are left
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,6 +73,20 @@ def plan_shards(hashes: np.ndarray, shard_rows: int) -> list[Shard]:
         stack.append((depth + 1, 2 * index + 1))
         stack.append((depth + 1, 2 * index))
     return shards
+
+
+def runs(values: np.ndarray) -> Iterator[tuple[int, int, int]]:
+    """(value, start, stop) of each run of equal consecutive ``values`` (e.g. shard positions, sorted).
+
+    Both engines cut sorted rows into one piece per shard with it.
+    """
+    if len(values) == 0:
+        return
+    bounds = np.flatnonzero(np.diff(values)) + 1
+    starts = np.concatenate([[0], bounds])
+    stops = np.concatenate([bounds, [len(values)]])
+    for start, stop in zip(starts, stops, strict=True):
+        yield int(values[start]), int(start), int(stop)
 
 
 def assign_shards(hashes: np.ndarray, shards: list[Shard]) -> np.ndarray:

@@ -11,8 +11,6 @@ broadcast, not through a shared filesystem.
 from __future__ import annotations
 
 import functools
-import hashlib
-import os
 import re
 import tempfile
 import warnings
@@ -27,10 +25,15 @@ from pyspark import TaskContext
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipelines.core.card import load_card
 from pipelines.core.keys import NULL_KEY_HASH
-from pipelines.core.model import resolve_version_dir
-from pipelines.core.shards import HASH_MIN, Shard
+from pipelines.core.shards import HASH_MIN, Shard, runs
+from pipelines.engines.shipping import (
+    files_digest,
+    materialize_model,
+    missing_module_error,
+    model_files,
+    ship_spark,
+)
 from pipelines.engines.spark_session import DEFAULT_MASTER, EXECUTOR_WAIT_SECONDS, get_session
 from pipelines.engines.spec import JobSpec
 from pipelines.engines.worker import ShardWorker
@@ -40,8 +43,6 @@ from pipelines.errors import EngineError
 SHARD_COLUMN = "__predcache_shard"
 RESULT_SCHEMA = "shard_id string, rows_in long, rows_out long, stored boolean"
 RESULT_FIELDS = ("shard_id", "rows_in", "rows_out", "stored")
-#: Files of a model version that ``load_model`` reads besides the signature's ONNX file.
-CARD_FILE = "card.json"
 
 #: Candidate labels tried per partition when looking for one that hashes into each partition.
 LABEL_CANDIDATES = 32
@@ -67,8 +68,11 @@ class Bundle:
 
 
 def key_hash_column(key: Column) -> Column:
-    """Spark's native twin of ``core.keys.key_hash``: XXH64 seed 42, null keys hash to 0."""
-    return F.when(key.isNull(), F.lit(NULL_KEY_HASH).cast("long")).otherwise(F.xxhash64(key))
+    """Spark's native twin of ``core.keys.key_hash``: XXH64 seed 42, null keys hash to 0.
+
+    Integer keys are hashed as their decimal text, as ``core.keys.key_hash`` and the cache store them.
+    """
+    return F.when(key.isNull(), F.lit(NULL_KEY_HASH).cast("long")).otherwise(F.xxhash64(key.cast("string")))
 
 
 def _signed(index: int) -> int:
@@ -99,20 +103,6 @@ def shard_position_column(hashes: Column, shards: list[Shard], labels: list[int]
     return F.coalesce(*lookups) if len(lookups) > 1 else lookups[0]
 
 
-def model_files(spec: JobSpec) -> dict[str, bytes]:
-    """The files ``load_model`` needs for the spec's model version and signature."""
-    version_dir = resolve_version_dir(spec.models_dir, spec.model, spec.version)
-    names = [CARD_FILE, load_card(version_dir).signature_file(spec.signature)]
-    return {name: (version_dir / name).read_bytes() for name in names}
-
-
-def _digest(files: dict[str, bytes]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
-    return digest.hexdigest()[:16]
-
-
 def partition_labels(session: SparkSession, partitions: int) -> list[int]:
     """For each partition p, an int that Spark's hash partitioning into ``partitions`` sends to p.
 
@@ -141,9 +131,12 @@ def shards_frame(session: SparkSession, spec: JobSpec, labels: list[int]) -> Dat
     # from folder names (date=...), which core's reader does not do either.
     reader = session.read.option("recursiveFileLookup", "true")
     frame = reader.parquet(*[str(p) for p in spec.files]).select(*[F.col(f"`{c}`") for c in spec.columns])
-    label = shard_position_column(key_hash_column(F.col(f"`{spec.key}`")), spec.shards, labels)
+    key = F.col(f"`{spec.key}`")
+    label = shard_position_column(key_hash_column(key), spec.shards, labels)
     return (
-        frame.withColumn(SHARD_COLUMN, label)
+        # Null and empty keys were rejected while planning (core.inputs.scan_keys).
+        frame.where(key.isNotNull() & (F.length(key) > 0))
+        .withColumn(SHARD_COLUMN, label)
         .where(F.col(SHARD_COLUMN).isNotNull())
         .repartition(len(spec.shards), SHARD_COLUMN)
         .sortWithinPartitions(SHARD_COLUMN)
@@ -201,24 +194,28 @@ def execute(spec: JobSpec) -> None:
     with warnings.catch_warnings():
         # pyspark probes pandas on the driver and warns that pandas 3 is untested; Arrow paths skip pandas.
         warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
+        master = str(options.get("spark_master") or DEFAULT_MASTER)
         session = spark_session(
-            str(options.get("spark_master") or DEFAULT_MASTER),
+            master,
             threads=spec.ort_threads,
             conf=dict(options.get("spark_conf", {})),
             executor_wait=float(options.get("spark_executor_wait_s", EXECUTOR_WAIT_SECONDS)),
         )
         context = session.sparkContext
+        ship_spark(context, master, spec)  # a cluster's executors get predcache from the job itself
         context.setJobGroup(job_group(spec), f"predcache run {spec.run_id}: {spec.model}/{spec.version}")
         files = model_files(spec)
         labels = partition_labels(session, len(spec.shards))
-        bundle = context.broadcast(Bundle(spec=spec, labels=labels, files=files, digest=_digest(files)))
+        bundle = context.broadcast(Bundle(spec=spec, labels=labels, files=files, digest=files_digest(files)))
         try:
             scoring = functools.partial(score_partition, bundle)
             results = shards_frame(session, spec, labels).mapInArrow(scoring, RESULT_SCHEMA).collect()
         except Exception as exc:  # py4j / PySpark wrap task failures in their own exception types
+            where = f"the Spark workers' Python ({context.pythonExec})"
+            missing = missing_module_error(str(exc), where=where)
             raise EngineError(
-                f"run {spec.run_id} failed in the spark engine: {task_error(str(exc))}; "
-                "rerun the same command to resume"
+                f"run {spec.run_id} failed in the spark engine: "
+                + (missing or f"{task_error(str(exc))}; rerun the same command to resume")
             ) from exc
         finally:
             bundle.destroy()
@@ -231,31 +228,6 @@ def execute(spec: JobSpec) -> None:
 
 #: This Python worker's shard workers, by (database, run, attempt): one per process, reused by tasks.
 _workers: dict[tuple[str, int, int], ShardWorker] = {}
-
-
-def materialize_model(files: dict[str, bytes], digest: str, model: str, version: str, root: Path) -> Path:
-    """Write the broadcast model files under ``root`` once per content; returns the models dir to use.
-
-    The folder is named by content digest, so the per-process ONNX session cache (keyed by
-    path) is reused by every later run of the same model version.
-    """
-    models_dir = root / digest
-    target = models_dir / model / version
-    if target.is_dir():
-        return models_dir
-    staging = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=root))
-    for name, data in files.items():
-        (staging / name).write_bytes(data)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.rename(staging, target)  # atomic: concurrent workers on one host race harmlessly
-    except OSError:
-        if not target.is_dir():
-            raise
-        for leftover in staging.iterdir():
-            leftover.unlink()
-        staging.rmdir()
-    return models_dir
 
 
 def _worker(bundle: Bundle, threads: int) -> ShardWorker:
@@ -274,15 +246,6 @@ def _worker(bundle: Bundle, threads: int) -> ShardWorker:
         worker.open()
         _workers[key] = worker
     return worker
-
-
-def _runs(values: np.ndarray) -> Iterator[tuple[int, int, int]]:
-    """(value, start, stop) of each run of equal consecutive ``values``."""
-    bounds = np.flatnonzero(np.diff(values)) + 1
-    starts = np.concatenate([[0], bounds])
-    stops = np.concatenate([bounds, [len(values)]])
-    for start, stop in zip(starts, stops, strict=True):
-        yield int(values[start]), int(start), int(stop)
 
 
 def score_partition(broadcast: Any, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -312,7 +275,7 @@ def score_partition(broadcast: Any, batches: Iterator[pa.RecordBatch]) -> Iterat
         table = pa.Table.from_batches([batch])
         labels = table.column(SHARD_COLUMN).to_numpy()
         table = table.drop_columns([SHARD_COLUMN])
-        for label, start, stop in _runs(labels):
+        for label, start, stop in runs(labels):
             if label != current:
                 if current is not None:
                     yield flush(current)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipelines.errors import EngineError
+from pipelines.errors import EngineError, one_line
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -41,6 +41,10 @@ BASE_CONF: dict[str, str] = {
     "spark.python.worker.reuse": "true",
     "spark.sql.shuffle.partitions": "4",
     "spark.sql.session.timeZone": "UTC",
+    # Fewer, larger Arrow batches into mapInArrow (a shard is 20k rows by default): less per-batch overhead.
+    "spark.sql.execution.arrow.maxRecordsPerBatch": "65536",
+    # A run lists its files itself: no parallel listing job for inputs of a few hundred files.
+    "spark.sql.sources.parallelPartitionDiscovery.threshold": "100000",
 }
 #: Local mode binds to loopback: no dependency on the machine's network interfaces.
 LOCAL_CONF: dict[str, str] = {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
@@ -162,18 +166,19 @@ def _start(master: str, conf: dict[str, str]) -> SparkSession:
     try:
         session = builder.getOrCreate()
     except Exception as exc:  # py4j / PySpark raise untyped startup errors
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        reason = (lines[0] if lines else type(exc).__name__)[:300]
+        reason = one_line(exc, limit=300)
         raise EngineError(
             f"Spark could not start with master {master} ({reason}); check --spark-master and Spark settings"
         ) from exc
     session.sparkContext.setLogLevel("ERROR")
     # py4j logs at INFO from __del__ during interpreter shutdown, after log streams are closed.
     logging.getLogger("py4j").setLevel(logging.WARNING)
-    # Executors run this interpreter unless Spark's own PYSPARK_PYTHON says otherwise (pyspark
-    # would fall back to a bare 'python3', which lacks onnxruntime and predcache).
-    if not os.environ.get("PYSPARK_PYTHON"):
-        session.sparkContext.pythonExec = sys.executable
+    # Executors run this interpreter unless spark.pyspark.python or PYSPARK_PYTHON says otherwise
+    # (Spark's precedence; a driver started from plain Python ignores the setting, and would
+    # fall back to a bare 'python3', which lacks onnxruntime).
+    session.sparkContext.pythonExec = (
+        conf.get("spark.pyspark.python") or os.environ.get("PYSPARK_PYTHON") or sys.executable
+    )
     return session
 
 

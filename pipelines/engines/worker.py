@@ -10,38 +10,44 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipelines.core.inputs import unplannable
 from pipelines.core.keys import key_hash
 from pipelines.core.model import Model, load_model
 from pipelines.core.score import UnchangedFn, score_table
-from pipelines.core.shards import assign_shards
+from pipelines.core.shards import assign_shards, runs
 from pipelines.engines.spec import JobSpec
-from pipelines.errors import EngineError
+from pipelines.errors import EngineError, StoreError
+from pipelines.faults import fault_point
 from pipelines.store.db import connect
 from pipelines.store.incremental import unchanged_rows
 from pipelines.store.writer import write_shard
 
+#: Tries of one shard write when the database is briefly away (restart, lock timeout), and the
+#: waits between them: about a minute in all, enough for a PostgreSQL restart.
+WRITE_TRIES = 8
+WRITE_BACKOFF_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+
 
 def split_by_shard(table: pa.Table, spec: JobSpec) -> list[tuple[str, pa.Table]]:
-    """Cut ``table`` into one compact piece per planned shard; rows of shards not in the spec are dropped.
+    """Cut ``table`` into one piece per planned shard; rows of shards not in the spec are dropped.
 
-    Pieces are copies (``take``), not slices: a slice would carry, and pickle, its parent's
-    whole buffers to the next stage. The input's fingerprint is checked before a run
-    resumes, so every row of the input falls in a shard of the full plan.
+    The rows are put in shard order with one ``take``; the pieces are zero-copy slices of
+    that copy (an Arrow IPC writer stores a slice compactly). The input's fingerprint is
+    checked before a run resumes, so every row of the input falls in a shard of the full plan,
+    except rows with a null or empty key: planning rejected those, so they are dropped here.
     """
     if table.num_rows == 0:
         return []
     # One chunk per column first: a take on a chunked table concatenates its chunks every time.
     table = table.combine_chunks()
     positions = assign_shards(key_hash(table.column(spec.key)), spec.shards)
+    positions[unplannable(table.column(spec.key)).to_numpy(zero_copy_only=False)] = -1
     order = np.argsort(positions, kind="stable")
-    sorted_pos = positions[order]
-    bounds = np.flatnonzero(np.diff(sorted_pos)) + 1
-    starts = np.concatenate([[0], bounds])
-    stops = np.concatenate([bounds, [len(sorted_pos)]])
+    ordered = table.take(pa.array(order))
     return [
-        (spec.shards[int(sorted_pos[a])].shard_id, table.take(pa.array(order[a:b])))
-        for a, b in zip(starts, stops, strict=True)
-        if sorted_pos[a] >= 0
+        (spec.shards[position].shard_id, ordered.slice(start, stop - start))
+        for position, start, stop in runs(positions[order])
+        if position >= 0
     ]
 
 
@@ -62,8 +68,44 @@ class ShardWorker:
 
     def close(self) -> None:
         if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+            conn, self._conn = self._conn, None
+            try:
+                conn.close()
+            except Exception:  # a broken connection may fail to close; it is gone either way
+                pass
+
+    def _connection(self) -> Any:
+        """The worker's connection, opened again if the last one broke (a database restart)."""
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self.close()
+            self._conn = connect(self.spec.database_url, autocommit=True)
+        return self._conn
+
+    def _write(self, result: Any, started: float) -> bool:
+        """``write_shard`` with retries of transient failures on a fresh connection.
+
+        Safe to retry: the shard's done marker commits with its rows, so a write that did
+        commit before the connection broke is found done and not written again.
+
+        Raises:
+            StoreError: a data error (at once) or a transient one that outlasted the retries.
+        """
+        for attempt in range(WRITE_TRIES):
+            try:
+                return write_shard(
+                    self._connection(),
+                    run_id=self.spec.run_id,
+                    version_id=self.spec.version_id,
+                    result=result,
+                    attempt=self.spec.attempt,
+                    started=started,
+                )
+            except StoreError as exc:
+                if not exc.retryable or attempt == WRITE_TRIES - 1:
+                    raise
+                self.close()
+                time.sleep(WRITE_BACKOFF_SECONDS[min(attempt, len(WRITE_BACKOFF_SECONDS) - 1)])
+        raise AssertionError("unreachable")
 
     def _unchanged(self) -> UnchangedFn | None:
         if not self.spec.incremental:
@@ -72,7 +114,11 @@ class ShardWorker:
 
         def unchanged(keys: pa.Array, fingerprints: np.ndarray) -> np.ndarray:
             return unchanged_rows(
-                self._conn, model=spec.model, version=spec.version, keys=keys, fingerprints=fingerprints
+                self._connection(),
+                model=spec.model,
+                version=spec.version,
+                keys=keys,
+                fingerprints=fingerprints,
             )
 
         return unchanged
@@ -89,14 +135,8 @@ class ShardWorker:
         result = score_table(
             shard_id, table, self._model, batch_rows=self.spec.batch_rows, unchanged=self._unchanged()
         )
-        stored = write_shard(
-            self._conn,
-            run_id=self.spec.run_id,
-            version_id=self.spec.version_id,
-            result=result,
-            attempt=self.spec.attempt,
-            started=started,
-        )
+        fault_point("shard.before_write")
+        stored = self._write(result, started)
         return {
             "shard_id": shard_id,
             "stored": stored,

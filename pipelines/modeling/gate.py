@@ -70,6 +70,7 @@ def open_session(path: Path, *, threads: int = TIMING_THREADS) -> ort.InferenceS
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3  # exporters' loose declared shapes make ORT warn on every run
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -89,3 +89,30 @@ def sweep_quantization(
             }
         )
     return results
+
+
+def record_sweep(
+    version_dir: Path,
+    card: Card,
+    calibration: pa.Table,
+    holdout: pa.Table,
+    truth: np.ndarray,
+    candidates: Sequence[QuantSettings] = CANDIDATES,
+) -> Card:
+    """Measure every candidate on a binary classifier's holdout and add the results to its card."""
+    from pipelines.core.validate import validate
+    from pipelines.modeling.artifacts import write_card
+    from pipelines.modeling.gate import batch_feeds
+
+    good = validate(holdout, card).good
+    results = sweep_quantization(
+        version_dir / card.signature_file("full"),
+        card,
+        validate(calibration, card).good,
+        batch_feeds(card, good),
+        truth,
+        candidates=candidates,
+    )
+    updated = card.model_copy(update={"quantization": {**card.quantization, "sweep": results}})
+    write_card(version_dir, updated)
+    return updated

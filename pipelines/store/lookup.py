@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 
 LOOKUP_SQL = (
-    "SELECT key, score, label, version, computed_at, run_id FROM predictions_current "
+    "SELECT key, score, label, version, computed_at, run_id, outputs FROM predictions_current "
     "WHERE model = %s AND key = ANY(%s)"
 )
 
@@ -24,6 +24,8 @@ class Prediction:
     version: str | None = None
     computed_at: datetime | None = None
     run_id: int | None = None
+    #: Every output of the model: name -> scalar or list (see pipelines.core.outputs).
+    outputs: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -35,6 +37,7 @@ class Prediction:
             "version": self.version,
             "computed_at": self.computed_at.isoformat() if self.computed_at else None,
             "run_id": self.run_id,
+            "outputs": self.outputs,
         }
 
 
@@ -58,6 +61,12 @@ def lookup(conn: psycopg.Connection[Any], model: str, keys: list[str]) -> list[P
                     version=str(row[3]),
                     computed_at=row[4],
                     run_id=int(row[5]),
+                    outputs=row[6],
                 )
             )
     return out
+
+
+def active_versions(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    """Model -> its active (published) version, for every model the cache serves."""
+    return dict(conn.execute("SELECT model, version FROM active_versions ORDER BY model").fetchall())

@@ -11,22 +11,20 @@ import contextlib
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from psycopg.conninfo import make_conninfo
 from starlette.applications import Starlette
 
 from pipelines.api import create_app
 from pipelines.jobs import RunRequest, run_job
 from pipelines.settings import Settings
 from pipelines.store.db import connection, migrate
+from pipelines.store.scratch import scratch_database
 
 MODEL = "toy"
 N_KEYS = 400
@@ -58,12 +56,8 @@ def api_cache(
     pg_server_url: str, tmp_path_factory: pytest.TempPathFactory, toy_model_builder: Callable[..., Path]
 ) -> Iterator[Cache]:
     """toy/1 and toy/2 scored by real Beam runs (``run_job``) over the same keys; toy/1 published."""
-    name = f"pc_api_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_conninfo(pg_server_url, dbname=name)
     root = tmp_path_factory.mktemp("api_cache")
-    try:
+    with scratch_database(pg_server_url, "api") as url:
         migrate(url)
         for version, weights in WEIGHTS.items():
             toy_model_builder(root / "models", version=version, weights=weights)
@@ -81,9 +75,6 @@ def api_cache(
                 scores.setdefault(version, {})[key] = score
         keys = sorted(scores["1"])
         yield Cache(url=url, models_dir=root / "models", keys=keys, scores=scores)
-    finally:
-        with psycopg.connect(pg_server_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def api_settings(url: str, home: Path, **overrides: object) -> Settings:

@@ -18,7 +18,7 @@ DAY = "date=2013-07-01"
 @pytest.fixture(scope="module")
 def flights_api(
     migrated_url, flights_dir, make_api_settings, serve_app, tmp_path_factory
-) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
+) -> Iterator[httpx.Client]:
     home: Path = tmp_path_factory.mktemp("home")
     settings = make_api_settings(migrated_url, home)
     run_job(settings, RunRequest(model="flights_delay", input=flights_dir / DAY, publish=True))
@@ -26,18 +26,18 @@ def flights_api(
         yield client
 
 
-def test_a_real_flight_key_returns_its_stored_delay_probability(flights_api, migrated_url) -> None:  # type: ignore[no-untyped-def]
+def test_a_real_flight_key_returns_its_stored_delay_probability(flights_api, migrated_url) -> None:
     with connection(migrated_url) as conn:
-        key, score = conn.execute(
+        [(key, score)] = conn.execute(
             "SELECT key, score::float8 FROM predictions ORDER BY key LIMIT 1"
-        ).fetchone()
+        ).fetchall()
     body = flights_api.get(f"/v1/models/flights_delay/predictions/{key}").json()
     assert (body["key"], body["score"], body["version"]) == (key, score, "1")
     assert 0.0 <= body["score"] <= 1.0 and body["label"] in (0, 1)
 
 
-def test_models_reports_the_day_of_flights(flights_api, migrated_url) -> None:  # type: ignore[no-untyped-def]
+def test_models_reports_the_day_of_flights(flights_api, migrated_url) -> None:
     with connection(migrated_url) as conn:
-        (stored,) = conn.execute("SELECT count(*) FROM predictions").fetchone()
+        [(stored,)] = conn.execute("SELECT count(*) FROM predictions").fetchall()
     (model,) = flights_api.get("/v1/models").json()["models"]
     assert (model["model"], model["rows"]) == ("flights_delay", stored)

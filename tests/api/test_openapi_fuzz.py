@@ -25,7 +25,7 @@ def test_fuzzed_document_is_the_served_one(api_url: str) -> None:
 
 @schema.parametrize()
 @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-def test_generated_requests_get_no_5xx_and_match_the_document(case, api_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_generated_requests_get_no_5xx_and_match_the_document(case, api_url: str) -> None:
     # Rows for online scoring follow the model's card, which a document shared by every model
     # cannot express (nor unique keys across rows): the API answers such schema-valid bodies
     # with a documented 422, so the "schema-valid data is accepted" check does not apply there.
@@ -33,5 +33,5 @@ def test_generated_requests_get_no_5xx_and_match_the_document(case, api_url: str
     case.call_and_validate(base_url=api_url, excluded_checks=excluded)
 
 
-def _sends_rows(case) -> bool:  # type: ignore[no-untyped-def]
+def _sends_rows(case) -> bool:
     return isinstance(case.body, dict) and "rows" in case.body

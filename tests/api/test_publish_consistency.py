@@ -19,8 +19,16 @@ MAX_REQUESTS = 2000
 def _flip_until(url: str, stop: threading.Event, flips: list[int]) -> None:
     """Publish toy/2 then roll it back, until told to stop (toy/1 is active again at the end)."""
     with psycopg.connect(url, autocommit=True) as conn:
+        # A rolled-back run comes back only when published by its id.
+        runs = [
+            int(r[0])
+            for r in conn.execute(
+                "SELECT run_id FROM runs WHERE model = 'toy' AND version = '2' "
+                "AND status IN ('verified', 'rolled_back')"
+            )
+        ]
         while not stop.is_set():
-            publish(conn, model="toy", version="2")
+            publish(conn, model="toy", version="2", run_ids=runs)
             rollback(conn, model="toy")
             flips[0] += 1
 
@@ -57,7 +65,7 @@ async def _read_until_both_versions_seen(
     return seen, problems
 
 
-def test_concurrent_batch_lookups_each_return_one_whole_version(api_url, api_cache) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_batch_lookups_each_return_one_whole_version(api_url, api_cache) -> None:
     stop, flips = threading.Event(), [0]
     flipper = threading.Thread(target=_flip_until, args=(api_cache.url, stop, flips), daemon=True)
     flipper.start()

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.core.shards import HASH_MIN, assign_shards, plan_shards, shard_bounds
+from pipelines.core.shards import HASH_MIN, assign_shards, plan_shards, runs, shard_bounds
 
 
 def _hashes(n: int, seed: int = 0) -> np.ndarray:
@@ -41,3 +41,8 @@ def test_identical_hashes_are_never_split() -> None:
 def test_hash_outside_every_planned_shard_is_marked_minus_one() -> None:
     shards = plan_shards(np.array([HASH_MIN, HASH_MIN + 1], dtype=np.int64), 1)
     assert assign_shards(np.array([2**63 - 1], dtype=np.int64), shards).tolist() == [-1]
+
+
+def test_runs_are_the_value_start_and_stop_of_each_equal_stretch() -> None:
+    assert list(runs(np.array([-1, -1, 0, 2, 2, 2]))) == [(-1, 0, 2), (0, 2, 3), (2, 3, 6)]
+    assert list(runs(np.array([], dtype=np.int64))) == []

@@ -93,3 +93,60 @@ def test_int_and_dictionary_columns_are_coerced() -> None:
     checked = validate(table, CARD)
     assert checked.good["x"].to_pylist() == [1.0, 2.0, 3.0]
     assert checked.good["c"].to_pylist() == ["u", "v", "w"]
+
+
+WIDE = Card.model_validate(
+    {
+        "name": "wide",
+        "version": "1",
+        "key": "id",
+        "inputs": [
+            {"name": "v", "dtype": "float32", "shape": ["N", 3]},
+            {"name": "s", "dtype": "float32", "shape": ["N", 2], "columns": ["a", "b"]},
+        ],
+        "outputs": [{"name": "score", "dtype": "float32"}],
+        "signatures": {"default": "model.onnx"},
+        "artifacts": {},
+    }
+)
+
+
+def test_list_and_stacked_inputs_feed_n_by_k_tensors() -> None:
+    from pipelines.core.model import to_feed
+
+    table = pa.table({"id": [1, 2], "v": [[1, 2, 3], [4, 5, 6]], "a": [1, 2], "b": [0.5, 0.25]})
+    checked = validate(table, WIDE)
+    feed = to_feed(WIDE, checked.good)
+    assert checked.good["id"].to_pylist() == ["1", "2"]
+    assert feed["v"].dtype == "float32" and feed["v"].tolist() == [[1, 2, 3], [4, 5, 6]]
+    assert feed["s"].tolist() == [[1, 0.5], [2, 0.25]]
+
+
+def test_list_of_the_wrong_length_or_with_a_null_is_rejected() -> None:
+    table = pa.table(
+        {
+            "id": ["a", "b", "c"],
+            "v": [[1.0, 2.0], [1.0, None, 3.0], [1.0, 2.0, 3.0]],
+            "a": [1, 2, 3],
+            "b": [1, 2, 3],
+        }
+    )
+    rejects = validate(table, WIDE).rejects
+    reasons = dict(zip(rejects["key"].to_pylist(), rejects["reason"].to_pylist(), strict=True))
+    assert reasons == {
+        "a": "feature 'v' does not hold exactly 3 values",
+        "b": "feature 'v' has a null, NaN or out-of-range value",
+    }
+
+
+def test_fixed_size_list_of_another_width_and_float_keys_are_schema_errors() -> None:
+    fixed = pa.FixedSizeListArray.from_arrays(pa.array([1.0, 2.0, 3.0, 4.0]), 2)
+    with pytest.raises(InputError, match="lists of 2 values"):
+        check_schema(pa.table({"id": ["x", "y"], "v": fixed, "a": [1, 2], "b": [1, 2]}).schema, WIDE)
+    with pytest.raises(InputError, match="string, int32 or int64"):
+        check_schema(pa.table({"id": [1.5], "v": [[1.0, 2.0, 3.0]], "a": [1], "b": [1]}).schema, WIDE)
+
+
+def test_string_column_stacked_into_a_float_input_is_a_schema_error() -> None:
+    with pytest.raises(InputError, match="column 'a' has type string"):
+        check_schema(pa.table({"id": ["x"], "v": [[1.0, 2.0, 3.0]], "a": ["1"], "b": [1]}).schema, WIDE)

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,7 +20,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 
 from pipelines.core.model import model_versions
 from pipelines.settings import DEFAULT_MODELS_DIR
@@ -45,24 +43,6 @@ def flights_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy(DEFAULT_MODELS_DIR / MODEL / "recipe.py", models / MODEL / "recipe.py")
     build_model(MODEL, models)
     return models
-
-
-@pytest.fixture(scope="module")
-def new_database(pg_server_url: str) -> Iterator[Callable[[], str]]:
-    """Factory of fresh, empty cache databases on the test server (dropped at module end)."""
-    names: list[str] = []
-
-    def make() -> str:
-        name = f"pc_dags_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(pg_server_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        names.append(name)
-        return make_conninfo(pg_server_url, dbname=name)
-
-    yield make
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        for name in names:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _airflow_env(home: Path) -> dict[str, str]:

@@ -33,10 +33,41 @@ BACKFILL_OPTIONS = ("--max-active-runs", "3")
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
 
+#: Tries at a free port for the Execution API: another process may take the port we picked first.
+PORT_ATTEMPTS = 3
+API_START_SECONDS = 120.0
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _serving(proc: subprocess.Popen[bytes], port: int) -> bool:
+    """Whether ``proc`` came up listening on ``port`` (False when it exited, e.g. the port was taken)."""
+    deadline = time.monotonic() + API_START_SECONDS
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            time.sleep(0.5)
+            continue
+        time.sleep(1)  # a port someone else holds also answers: ours would exit on its bind error
+        return proc.poll() is None
+    return False
+
+
+def _execution_api(stack: ExitStack, airflow: str, env: dict[str, str], log: Path) -> int:
+    """Start the Execution API on a free port (its URL set in ``env`` for the scheduler), retrying with
+    another port when the one picked was taken."""
+    for _ in range(PORT_ATTEMPTS):
+        port = _free_port()
+        env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"http://127.0.0.1:{port}/execution/"
+        args = [airflow, "api-server", "--apps", "execution", "--host", "127.0.0.1", "--port", str(port)]
+        if _serving(stack.enter_context(_daemon(args, env, log)), port):
+            return port
+    raise AssertionError(f"the Execution API did not start:\n{_tail(log)}")
 
 
 @contextmanager
@@ -78,9 +109,7 @@ def _airflow_backfill(home: Any) -> list[str]:
     ):
         done = home.run(*args, **env)
         assert done.returncode == 0, done.stderr[-3000:]
-    port = _free_port()
     env.update(
-        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
         AIRFLOW__CORE__PARALLELISM="2",
         # Only the backfill's runs: no run of "today" from the daily schedule.
         AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False",
@@ -88,8 +117,7 @@ def _airflow_backfill(home: Any) -> list[str]:
     airflow = str(Path(sys.executable).with_name("airflow"))
     api_log, scheduler_log = home.home / "api-server.out", home.home / "scheduler.out"
     with ExitStack() as stack:
-        api = [airflow, "api-server", "--apps", "execution", "--host", "127.0.0.1", "--port", str(port)]
-        stack.enter_context(_daemon(api, env, api_log))
+        _execution_api(stack, airflow, env, api_log)
         scheduler = stack.enter_context(_daemon([airflow, "scheduler"], env, scheduler_log))
         deadline = time.monotonic() + BACKFILL_SECONDS
         states = _backfill_states(home.home / "airflow.db")

@@ -85,7 +85,8 @@ def test_cache_and_airflow_metadata_use_separate_databases(services: dict[str, d
 
 
 def test_predcache_services_share_the_same_settings(services: dict[str, dict[str, Any]]) -> None:
-    users = ["api", "predcache-init", "airflow-scheduler", "airflow-api-server", "spark-worker"]
+    # Not "api": it gets only the reader's login (tests/api/test_exposure.py).
+    users = ["predcache-init", "airflow-scheduler", "airflow-api-server", "spark-worker"]
     settings = [{k: v for k, v in _env(services[n]).items() if k.startswith("PREDCACHE_")} for n in users]
     assert all(s == settings[0] for s in settings)
     assert settings[0]["PREDCACHE_SPARK_MASTER"] == "spark://spark-master:7077"
@@ -116,7 +117,20 @@ def test_dockerfile_is_python_311_slim_with_java_17_and_the_extras() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim", dockerfile, re.M)
     assert "openjdk-17-jre-headless" in dockerfile
-    assert '.[spark,airflow,api]"' in dockerfile
+    assert '[spark,airflow,api]"' in dockerfile
     for line in re.findall(r"^COPY (.+)$", dockerfile, re.M):
+        if line.startswith("--from="):
+            continue
         *sources, _target = line.split()
         assert all((REPO / source).exists() for source in sources), line
+
+
+def test_dockerfile_builds_the_wheel_in_one_stage_and_installs_it_in_the_next() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM (\S+)(?: AS (\w+))?$", dockerfile, re.M)
+    assert len(stages) == 2 and stages[0][1] and not stages[1][1]
+    build, runtime = dockerfile.split("\nFROM ")[1:]
+    assert "pip wheel --no-deps" in build
+    assert "COPY setup.py MANIFEST.in README.md" in build
+    assert f"COPY --from={stages[0][1]} " in runtime and "predcache-*.whl" in runtime
+    assert "pip install -e" not in dockerfile and "COPY pipelines/" not in runtime

@@ -6,11 +6,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipelines.core.model import load_model
 from pipelines.core.score import score_table
-from pipelines.core.shards import plan_shards
 from pipelines.store import ledger
-from pipelines.store.db import connection, migrate
+from pipelines.store.db import connection
 from pipelines.store.writer import write_shard
 
 
@@ -21,26 +19,10 @@ def _input(n: int) -> pa.Table:
 
 
 @pytest.fixture()
-def planned(migrated_url: str, toy_models_dir: Path):  # type: ignore[no-untyped-def]
-    model = load_model(toy_models_dir, "toy")
-    table = _input(100)
-    from pipelines.core.keys import key_hash
-
-    shards = plan_shards(key_hash(table["id"]), 1_000)
-    with connection(migrated_url, autocommit=True) as conn, conn.transaction():
-        version_id = ledger.register_version(conn, model)
-        run_id = ledger.create_run(
-            conn,
-            version_id=version_id,
-            model=model,
-            engine="test",
-            input_uri=str(toy_models_dir),
-            fingerprint="f",
-            shard_rows=1_000,
-            shards=shards,
-        )
-    result = score_table(shards[0].shard_id, table, model, batch_rows=7)
-    return migrated_url, run_id, version_id, result
+def planned(migrated_url: str, toy_models_dir: Path, planned_run):
+    run = planned_run(migrated_url, toy_models_dir, _input(100), input_uri=str(toy_models_dir))
+    result = score_table(run.shards[0].shard_id, run.table, run.model, batch_rows=7)
+    return migrated_url, run.run_id, run.version_id, result
 
 
 def _stored(url: str, run_id: int, version_id: int) -> tuple[int, int]:
@@ -54,7 +36,7 @@ def _stored(url: str, run_id: int, version_id: int) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def test_a_new_versions_table_is_attached_and_indexed_when_its_first_run_verifies(planned) -> None:  # type: ignore[no-untyped-def]
+def test_a_new_versions_table_is_attached_and_indexed_when_its_first_run_verifies(planned) -> None:
     url, run_id, version_id, result = planned
     with connection(url, autocommit=True) as conn:
         write_shard(conn, run_id=run_id, version_id=version_id, result=result, attempt=1, started=0.0)
@@ -62,8 +44,8 @@ def test_a_new_versions_table_is_attached_and_indexed_when_its_first_run_verifie
             0,
         )
         with conn.transaction():
-            ledger.start_attempt(conn, run_id, "test")
-            ledger.verify_run(conn, run_id, max_reject_fraction=0.0)
+            ledger.start_attempt(conn, run_id, "test", owner="test")
+            ledger.verify_run(conn, run_id, max_reject_fraction=0.0, owner="test")
         assert conn.execute("SELECT count(*) FROM predictions WHERE run_id = %s", (run_id,)).fetchone() == (
             100,
         )
@@ -75,12 +57,7 @@ def test_a_new_versions_table_is_attached_and_indexed_when_its_first_run_verifie
         assert ledger.attach_partition(conn, version_id) is False
 
 
-def test_migrate_twice_applies_nothing_the_second_time(database_url: str) -> None:
-    migrate(database_url)
-    assert migrate(database_url) == []
-
-
-def test_a_shard_written_twice_is_stored_once(planned) -> None:  # type: ignore[no-untyped-def]
+def test_a_shard_written_twice_is_stored_once(planned) -> None:
     url, run_id, version_id, result = planned
     with connection(url, autocommit=True) as conn:
         first = write_shard(conn, run_id=run_id, version_id=version_id, result=result, attempt=1, started=0.0)
@@ -91,7 +68,7 @@ def test_a_shard_written_twice_is_stored_once(planned) -> None:  # type: ignore[
     assert _stored(url, run_id, version_id) == (100, 100)
 
 
-def test_concurrent_writers_of_one_shard_store_it_exactly_once(planned) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_writers_of_one_shard_store_it_exactly_once(planned) -> None:
     url, run_id, version_id, result = planned
     outcomes: list[bool] = []
 
@@ -110,7 +87,7 @@ def test_concurrent_writers_of_one_shard_store_it_exactly_once(planned) -> None:
     assert _stored(url, run_id, version_id) == (100, 100)
 
 
-def test_a_failed_write_leaves_neither_rows_nor_done_marker(planned) -> None:  # type: ignore[no-untyped-def]
+def test_a_failed_write_leaves_neither_rows_nor_done_marker(planned) -> None:
     url, run_id, version_id, result = planned
     with connection(url, autocommit=True) as conn:
         with pytest.raises(Exception, match="writing shard"):
@@ -120,7 +97,7 @@ def test_a_failed_write_leaves_neither_rows_nor_done_marker(planned) -> None:  #
     assert _stored(url, run_id, version_id) == (0, 0)
 
 
-def test_stored_scores_are_the_model_scores_bit_for_bit(planned) -> None:  # type: ignore[no-untyped-def]
+def test_stored_scores_are_the_model_scores_bit_for_bit(planned) -> None:
     url, run_id, version_id, result = planned
     with connection(url, autocommit=True) as conn:
         write_shard(conn, run_id=run_id, version_id=version_id, result=result, attempt=1, started=0.0)

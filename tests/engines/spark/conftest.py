@@ -8,21 +8,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import pyspark
 import pytest
-from psycopg.conninfo import make_conninfo
+
+from pipelines.store.scratch import scratch_database
 
 LOCAL_MASTER = "local[2,4]"
 SPARK_HOME = Path(pyspark.__file__).resolve().parent
@@ -54,18 +53,24 @@ def spark(local_master: str) -> Iterator[object]:
 @pytest.fixture(scope="module")
 def other_database_url(pg_server_url: str) -> Iterator[str]:
     """A second fresh database for the module (two engines' caches side by side)."""
-    name = f"pc_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield make_conninfo(pg_server_url, dbname=name)
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(pg_server_url, "test") as url:
+        yield url
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+#: What the master logs once it is bound (it binds the ports itself: port 0 leaves no race to lose).
+_BOUND = re.compile(r"Successfully started service '(sparkMaster|MasterUI)' on port (\d+)")
+
+
+def _bound_ports(log: Path, master: subprocess.Popen[bytes], deadline: float) -> dict[str, int]:
+    """The master's RPC and UI ports, read from its log as soon as it reports both."""
+    while True:
+        found = {name: int(port) for name, port in _BOUND.findall(log.read_text(errors="replace"))}
+        if len(found) == 2:
+            return found
+        if time.monotonic() > deadline or master.poll() is not None:
+            tail = log.read_text(errors="replace")[-1500:]
+            pytest.fail(f"the Spark master did not report its ports:\n{tail}")
+        time.sleep(0.5)
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,7 @@ def spark_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def spark_cli_env():  # type: ignore[no-untyped-def]
+def spark_cli_env():
     """Build the environment of a `predcache` subprocess that drives Spark against a test database."""
 
     def make(url: str, home: Path) -> dict[str, str]:
@@ -122,26 +127,50 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A Spark standalone master and two 1-core workers on loopback, from pyspark's own jars."""
     work = tmp_path_factory.mktemp("spark-cluster")
+    yield from standalone_cluster(work, spark_env(), workers=2)
+
+
+@pytest.fixture(scope="module")
+def bare_spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A standalone cluster (one 1-core worker) whose processes see neither the checkout nor this venv.
+
+    No PYTHONPATH reaches its executors: what their Python imports comes from the interpreter the
+    driver names (spark.pyspark.python / PYSPARK_PYTHON) and what the job ships.
+    """
+    work = tmp_path_factory.mktemp("bare-spark-cluster")
+    env = {k: v for k, v in spark_env().items() if k not in {"PYTHONPATH", "PYSPARK_PYTHON", "VIRTUAL_ENV"}}
+    yield from standalone_cluster(work, env, workers=1)
+
+
+def standalone_cluster(work: Path, base_env: dict[str, str], *, workers: int) -> Iterator[Cluster]:
+    """Run a master and ``workers`` 1-core workers under ``work`` until the generator is closed."""
     (work / "tmp").mkdir()
-    env = spark_env(SPARK_WORKER_DIR=str(work / "work"), SPARK_DAEMON_MEMORY="256m", TMPDIR=str(work / "tmp"))
-    port, ui_port = _free_port(), _free_port()
-    master = f"spark://127.0.0.1:{port}"
+    env = {
+        **base_env,
+        "SPARK_WORKER_DIR": str(work / "work"),
+        "SPARK_DAEMON_MEMORY": "256m",
+        "TMPDIR": str(work / "tmp"),
+    }
     spark_class = str(SPARK_HOME / "bin" / "spark-class")
     daemons: list[subprocess.Popen[bytes]] = []
 
     def start(name: str, *args: str) -> None:
-        log = (work / f"{name}.log").open("wb")
         command = [spark_class, *args]
-        daemons.append(subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True))
+        with (work / f"{name}.log").open("wb") as log:  # the daemon keeps its own copy of the descriptor
+            daemons.append(
+                subprocess.Popen(command, env=env, cwd=work, stdout=log, stderr=log, start_new_session=True)
+            )
 
     try:
         loopback = ["--host", "127.0.0.1"]
-        start("master", MASTER_CLASS, *loopback, "--port", str(port), "--webui-port", str(ui_port))
-        small = ["--cores", "1", "--memory", "1g"]
-        for i in (1, 2):
-            start(f"worker{i}", WORKER_CLASS, *loopback, *small, "--webui-port", str(_free_port()), master)
+        start("master", MASTER_CLASS, *loopback, "--port", "0", "--webui-port", "0")
         deadline = time.monotonic() + CLUSTER_START_SECONDS
-        while _alive_workers(ui_port) < 2:
+        ports = _bound_ports(work / "master.log", daemons[0], deadline)
+        master, ui_port = f"spark://127.0.0.1:{ports['sparkMaster']}", ports["MasterUI"]
+        small = ["--cores", "1", "--memory", "1g"]
+        for i in range(1, workers + 1):
+            start(f"worker{i}", WORKER_CLASS, *loopback, *small, "--webui-port", "0", master)
+        while _alive_workers(ui_port) < workers:
             if time.monotonic() > deadline or any(d.poll() is not None for d in daemons):
                 logs = "\n".join(p.read_text()[-1500:] for p in sorted(work.glob("*.log")))
                 pytest.fail(f"the Spark standalone cluster did not come up:\n{logs}")

@@ -25,7 +25,7 @@ def _stored_keys(url: str, run_id: int) -> tuple[list[str], list[str]]:
 
 def test_a_run_on_a_standalone_cluster_stores_every_key_once(
     spark_cluster, spark_cli_env, database_url, tmp_path, flights_dir
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     day = flights_dir / "date=2013-07-05"
     model = ["--model", "flights_delay", "--engine", "spark", "--spark-master", spark_cluster.master]
     args = [*model, "--input", str(day), "--shard-rows", "250", "--json"]

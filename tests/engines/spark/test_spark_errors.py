@@ -39,7 +39,7 @@ def _assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments:
     assert all(fragment in lines[0] for fragment in fragments), lines[0]
 
 
-def test_an_unreachable_master_is_one_engine_error_naming_it(database_url, settings_for, flights_dir) -> None:  # type: ignore[no-untyped-def]
+def test_an_unreachable_master_is_one_engine_error_naming_it(database_url, settings_for, flights_dir) -> None:
     settings = settings_for(database_url, spark_master=DEAD_MASTER)
     request = RunRequest(model="flights_delay", input=flights_dir / "date=2013-07-01", engine="spark")
     with pytest.raises(EngineError, match="unreachable") as failed:
@@ -49,13 +49,13 @@ def test_an_unreachable_master_is_one_engine_error_naming_it(database_url, setti
 
 def test_cli_with_an_unreachable_master_exits_nonzero_with_one_error_line(
     database_url, tmp_path, flights_dir
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     env = _cli_env(database_url, tmp_path / "home")
     result = _run_cli(env, flights_dir / "date=2013-07-02", "--spark-master", DEAD_MASTER)
     _assert_one_line_error(result, "Spark master spark://127.0.0.1:1 is unreachable", "local[*]")
 
 
-def test_cli_without_java_exits_nonzero_with_one_error_line(database_url, tmp_path, flights_dir) -> None:  # type: ignore[no-untyped-def]
+def test_cli_without_java_exits_nonzero_with_one_error_line(database_url, tmp_path, flights_dir) -> None:
     env = _cli_env(database_url, tmp_path / "home", PATH=str(Path(sys.executable).parent))
     result = _run_cli(env, flights_dir / "date=2013-07-02")
     _assert_one_line_error(result, "Java was not found", "JAVA_HOME", "--engine beam")

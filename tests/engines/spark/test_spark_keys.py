@@ -23,7 +23,7 @@ EDGE_KEYS = [
 ]  # fmt: skip
 
 
-def _spark_hashes(spark, keys: list[str | None]) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _spark_hashes(spark, keys: list[str | None]) -> np.ndarray:
     from pyspark.sql import functions as F
 
     from pipelines.engines.spark import key_hash_column
@@ -33,13 +33,13 @@ def _spark_hashes(spark, keys: list[str | None]) -> np.ndarray:  # type: ignore[
     return np.array([row.h for row in rows], dtype=np.int64)
 
 
-def test_spark_xxhash64_equals_core_key_hash_on_edge_cases_and_null_is_zero(spark) -> None:  # type: ignore[no-untyped-def]
+def test_spark_xxhash64_equals_core_key_hash_on_edge_cases_and_null_is_zero(spark) -> None:
     expected = key_hash(pa.array(EDGE_KEYS, pa.string()))
     assert expected[-1] == 0
     np.testing.assert_array_equal(_spark_hashes(spark, EDGE_KEYS), expected)
 
 
-def test_spark_xxhash64_equals_core_key_hash_on_every_real_flight_key(spark, flights_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_spark_xxhash64_equals_core_key_hash_on_every_real_flight_key(spark, flights_dir: Path) -> None:
     from pyspark.sql import functions as F
 
     from pipelines.engines.spark import key_hash_column
@@ -52,7 +52,7 @@ def test_spark_xxhash64_equals_core_key_hash_on_every_real_flight_key(spark, fli
     assert got == expected
 
 
-def test_spark_shard_position_equals_core_assign_shards_at_range_edges(spark) -> None:  # type: ignore[no-untyped-def]
+def test_spark_shard_position_equals_core_assign_shards_at_range_edges(spark) -> None:
     from pyspark.sql import functions as F
 
     from pipelines.engines.spark import shard_position_column
@@ -70,7 +70,7 @@ def test_spark_shard_position_equals_core_assign_shards_at_range_edges(spark) ->
     np.testing.assert_array_equal(got, assign_shards(hashes, shards))
 
 
-def test_shard_position_covers_the_whole_space_with_a_single_depth_zero_shard(spark) -> None:  # type: ignore[no-untyped-def]
+def test_shard_position_covers_the_whole_space_with_a_single_depth_zero_shard(spark) -> None:
     from pyspark.sql import functions as F
 
     from pipelines.engines.spark import shard_position_column
@@ -81,7 +81,7 @@ def test_shard_position_covers_the_whole_space_with_a_single_depth_zero_shard(sp
     assert [row.p for row in rows] == [0, 0, 0]
 
 
-def test_partition_labels_put_each_shard_in_a_partition_of_its_own(spark) -> None:  # type: ignore[no-untyped-def]
+def test_partition_labels_put_each_shard_in_a_partition_of_its_own(spark) -> None:
     from pyspark.sql import functions as F
 
     from pipelines.engines.spark import partition_labels

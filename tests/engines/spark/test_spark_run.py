@@ -40,7 +40,7 @@ def _cache(url: str, run_id: int) -> Cache:
     return dict(scores), Counter(rejects), shards
 
 
-def _failed_tasks(spark, group: str) -> int:  # type: ignore[no-untyped-def]
+def _failed_tasks(spark, group: str) -> int:
     tracker = spark.sparkContext.statusTracker()
     stages = [s for j in tracker.getJobIdsForGroup(group) for s in tracker.getJobInfo(j).stageIds]
     return sum(tracker.getStageInfo(s).numFailedTasks for s in stages if tracker.getStageInfo(s) is not None)
@@ -48,7 +48,7 @@ def _failed_tasks(spark, group: str) -> int:  # type: ignore[no-untyped-def]
 
 def test_spark_and_beam_write_identical_predictions_rejects_and_shards(
     spark, local_master, database_url, other_database_url, settings_for, flights_dir
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     request = RunRequest(model=MODEL, input=flights_dir, shard_rows=SHARD_ROWS)
     spark_settings = settings_for(database_url, spark_master=local_master)
     on_spark = run_job(spark_settings, replace(request, engine="spark"))
@@ -63,7 +63,7 @@ def test_spark_and_beam_write_identical_predictions_rejects_and_shards(
 
 def test_a_task_failing_on_its_first_attempt_is_retried_without_duplicates_or_gaps(
     spark, local_master, database_url, settings_for, flights_dir
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     settings = settings_for(database_url, spark_master=local_master)
     day = flights_dir / "date=2013-07-03"
     run_id = plan_run(settings, RunRequest(model=MODEL, input=day, engine="spark", shard_rows=200)).run_id
@@ -72,9 +72,9 @@ def test_a_task_failing_on_its_first_attempt_is_retried_without_duplicates_or_ga
     score_run(settings, run_id, engine="spark", engine_options={"fail_first_attempt_shards": shard_ids[:2]})
     run = verify_run(settings, run_id)
     with connection(database_url) as conn:
-        stored, distinct = conn.execute(
+        [(stored, distinct)] = conn.execute(
             "SELECT count(*), count(DISTINCT key) FROM predictions WHERE run_id = %s", (run_id,)
-        ).fetchone()
+        ).fetchall()
         attempt = ledger.get_run(conn, run_id).attempts
     scores, rejects, _ = _cache(database_url, run_id)
     assert _failed_tasks(spark, f"predcache-run-{run_id}-attempt-{attempt}") >= 2
@@ -84,7 +84,7 @@ def test_a_task_failing_on_its_first_attempt_is_retried_without_duplicates_or_ga
 
 def test_a_shard_that_always_fails_fails_the_run_in_one_line_and_a_rerun_resumes_it(
     spark, local_master, database_url, settings_for, flights_dir
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     settings = settings_for(database_url, spark_master=local_master)
     day = flights_dir / "date=2013-07-04"
     request = RunRequest(model=MODEL, input=day, engine="spark", shard_rows=300)
