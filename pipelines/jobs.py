@@ -344,6 +344,7 @@ def score_run(
             **(engine_options or {}),
         },
         fail_shards=fail_shards,
+        incremental=run.incremental,
     )
     log_path = settings.home / "logs" / f"run-{run_id}.log"
     try:

@@ -44,7 +44,8 @@ def _fixed_bytes(values: pa.Array) -> np.ndarray:
         ints = ints.astype("<i8") if ints.dtype.itemsize == 8 else ints.astype("<i4")
     else:
         raise TypeError(f"no fingerprint encoding for Arrow type {kind}")
-    return np.ascontiguousarray(ints).view(np.uint8).reshape(len(ints), -1)
+    ints = np.ascontiguousarray(ints)
+    return ints.view(np.uint8).reshape(len(ints), ints.dtype.itemsize)
 
 
 def _chain_strings(values: pa.Array, seeds: np.ndarray) -> np.ndarray:

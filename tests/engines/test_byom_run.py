@@ -128,3 +128,34 @@ def test_models_list_shows_every_model_with_its_active_version(
     ).stdout
     listed = [json.loads(line) for line in out.splitlines()]
     assert {(m["model"], m["version"], m["active"]) for m in listed} == {(name, "1", True) for name in NAMES}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_online_compute_of_every_row_equals_the_batch_cache(
+    world: dict[str, Any], name: str, migrated_url: str
+) -> None:
+    card = load_card(world["folders"][name])
+    table = ds.dataset(world["source"], format="parquet").to_table()
+    rows = [{"key": str(r.pop(card.key)), **r} for r in table.select([card.key, *card.columns]).to_pylist()]
+    app = create_app(
+        Settings(
+            database_url=migrated_url, home=world["root"] / "api_home", models_dir=world["root"] / "models"
+        )
+    )
+    with live_server(app) as base, httpx.Client(base_url=base, timeout=60) as client:
+        online, cached = [], []
+        for start in range(0, len(rows), 250):
+            chunk = rows[start : start + 250]
+            body = {"rows": json.loads(json.dumps(chunk))}
+            online += client.post(f"/v1/models/{name}/predictions:compute", json=body).json()["results"]
+            keys = {"keys": [row["key"] for row in chunk]}
+            cached += client.post(f"/v1/models/{name}/predictions:batchGet", json=keys).json()["results"]
+    answered = [(o, c) for o, c in zip(online, cached, strict=True) if c["status"] == "FOUND"]
+    assert len(answered) >= 498 and all(o["status"] == "COMPUTED" for o, _ in answered)
+    fields = ("score", "label", "outputs", "version")
+    assert [tuple(o[f] for f in fields) for o, _ in answered] == [
+        tuple(c[f] for f in fields) for _, c in answered
+    ]
+    assert all(
+        o["status"] == "REJECTED" for o, c in zip(online, cached, strict=True) if c["status"] != "FOUND"
+    )

@@ -97,6 +97,7 @@ def test_a_value_the_database_refuses_is_a_data_error_naming_shard_and_row(score
             pa.array([0.5, 0.5], pa.float32()),
             pa.array([1, 1], pa.int64()),
             pa.nulls(2, pa.string()),
+            pa.array([1, 2], pa.int64()),
         ],
         schema=PREDICTION_SCHEMA,
     )
