@@ -381,6 +381,12 @@ def _non_negative(text: str) -> float:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.api.server import serve
 
+    if settings.database_url is None and settings.api_database_url is None:
+        # Zero set-up with the embedded server: migrate it here, as its owner, like every other
+        # command. The API process itself never changes the schema (it only checks it).
+        from pipelines.store.cache import cache_url
+
+        cache_url(settings)
     serve(
         settings, host=args.host, port=args.port, workers=args.workers, allow_anonymous=args.allow_anonymous
     )

@@ -124,6 +124,8 @@ def unplannable(keys: pa.Array | pa.ChunkedArray) -> pa.Array:
         keys = keys.combine_chunks() if keys.num_chunks != 1 else keys.chunk(0)
     if pa.types.is_dictionary(keys.type):
         keys = keys.cast(keys.type.value_type)
+    if pa.types.is_integer(keys.type):  # integer keys (their decimal text) are never empty
+        return pc.is_null(keys)
     return pc.fill_null(pc.equal(pc.binary_length(keys), 0), True)
 
 

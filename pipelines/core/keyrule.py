@@ -69,10 +69,15 @@ def key_reasons(keys: pa.Array, *, max_length: int = MAX_KEY_LENGTH) -> pa.Array
     return pa.array(reasons, pa.string())
 
 
-def display(raw: bytes | str | None) -> str | None:
-    """``raw`` as text ``rejects`` can store: invalid UTF-8 as ``\\xNN``, NUL as ``\\x00``, capped."""
+def display(raw: bytes | str | int | None) -> str | None:
+    """``raw`` as text ``rejects`` can store: invalid UTF-8 as ``\\xNN``, NUL as ``\\x00``, capped.
+
+    Integer keys are shown as their decimal text (how they are stored).
+    """
     if raw is None:
         return None
+    if isinstance(raw, int):
+        return str(raw)
     text = raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else raw
     text = text.replace("\x00", "\\x00")
     return text if len(text) <= MAX_DISPLAY_CHARS else text[:MAX_DISPLAY_CHARS] + "…"

@@ -56,5 +56,7 @@ def test_serve_without_any_database_setting_reads_as_the_api_role_and_stops_its_
         if server.poll() is None:
             server.kill()
             server.wait()
+        if server.stderr is not None:
+            server.stderr.close()
         shutil.rmtree(pgdata, ignore_errors=True)
         shutil.rmtree(home, ignore_errors=True)
