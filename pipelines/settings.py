@@ -18,6 +18,11 @@ DEFAULT_BATCH_ROWS = 8_192
 DEFAULT_ORT_THREADS = 1
 DEFAULT_MAX_REJECT_FRACTION = 0.2
 DEFAULT_BEAM_WAVE_ROWS = 2_500_000
+DEFAULT_ALERT_PSI = 0.25
+DEFAULT_ALERT_METRIC_MARGIN = 0.05
+DEFAULT_ALERT_STALE_HOURS = 36.0
+DEFAULT_ALERT_REJECT_FRACTION = 0.05
+DEFAULT_ALERT_MIN_LABELS = 200
 
 
 class Settings(BaseSettings):
@@ -36,6 +41,13 @@ class Settings(BaseSettings):
             (the DirectRunner holds a shuffle in memory: this bounds peak memory).
         spark_master: Spark master URL (``local[*]`` or ``spark://host:7077``).
         api_keys: Comma-separated API keys for the lookup API; empty means no key required.
+        alert_webhook_url: URL monitoring alerts (drift, rejects, metric, staleness) are POSTed to.
+        alert_psi: PSI of an input or of the score above which a run raises a drift alert.
+        alert_metric_margin: A realised metric this far worse than the card's holdout figure alerts.
+        alert_stale_hours: The active version's newest publish older than this alerts (staleness).
+        alert_reject_fraction: A run rejecting a larger share of its rows alerts.
+        alert_min_labels: Runs with fewer matched labels are not judged on their realised metric.
+        alert_overrides: Per-model thresholds as JSON, e.g. ``{"flights_delay": {"psi": 0.3}}``.
     """
 
     model_config = SettingsConfigDict(env_prefix="PREDCACHE_", extra="forbid")
@@ -51,6 +63,13 @@ class Settings(BaseSettings):
     beam_wave_rows: int = Field(default=DEFAULT_BEAM_WAVE_ROWS, ge=1)
     spark_master: str = "local[*]"
     api_keys: str = ""
+    alert_webhook_url: str | None = None
+    alert_psi: float = Field(default=DEFAULT_ALERT_PSI, ge=0.0)
+    alert_metric_margin: float = Field(default=DEFAULT_ALERT_METRIC_MARGIN, ge=0.0)
+    alert_stale_hours: float = Field(default=DEFAULT_ALERT_STALE_HOURS, gt=0.0)
+    alert_reject_fraction: float = Field(default=DEFAULT_ALERT_REJECT_FRACTION, ge=0.0, le=1.0)
+    alert_min_labels: int = Field(default=DEFAULT_ALERT_MIN_LABELS, ge=1)
+    alert_overrides: dict[str, dict[str, float]] = Field(default_factory=dict)
 
     @field_validator("database_url")
     @classmethod
