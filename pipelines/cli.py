@@ -481,7 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
     alerts = sub.add_parser("alerts", help="monitoring alerts").add_subparsers(
         dest="alerts_command", required=True, metavar="CMD"
     )
-    ac = add("check", cmd_alerts_check, "staleness and realised-metric alerts (webhook once per condition)", alerts)
+    ac = add(
+        "check", cmd_alerts_check, "staleness and realised-metric alerts (webhook once per condition)", alerts
+    )
     ac.add_argument("--model", required=True)
 
     rp = add("report", cmd_report, "write the model's self-contained HTML monitoring report")

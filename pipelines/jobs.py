@@ -286,7 +286,7 @@ def observe_step(
     Args:
         settings: The cache and the alert defaults.
         run_id: A scored run.
-        thresholds: Per-model alert thresholds (``monitoring.alerts.Thresholds`` or a dict) over the settings'.
+        thresholds: Per-model alert thresholds (``alerts.Thresholds`` or a dict) over the settings'.
         only_if_missing: Skip runs observed before (a skipped, already finished run).
 
     Returns:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,7 +48,8 @@ class Settings(BaseSettings):
         alert_stale_hours: The active version's newest publish older than this alerts (staleness).
         alert_reject_fraction: A run rejecting a larger share of its rows alerts.
         alert_min_labels: Runs with fewer matched labels are not judged on their realised metric.
-        alert_overrides: Per-model thresholds as JSON, e.g. ``{"flights_delay": {"psi": 0.3}}``.
+        alert_overrides: Per-model thresholds as JSON, e.g.
+            ``{"flights_delay": {"psi": 0.3, "drift_ignore": ["day_of_week"]}}``.
     """
 
     model_config = SettingsConfigDict(env_prefix="PREDCACHE_", extra="forbid")
@@ -69,7 +71,7 @@ class Settings(BaseSettings):
     alert_stale_hours: float = Field(default=DEFAULT_ALERT_STALE_HOURS, gt=0.0)
     alert_reject_fraction: float = Field(default=DEFAULT_ALERT_REJECT_FRACTION, ge=0.0, le=1.0)
     alert_min_labels: int = Field(default=DEFAULT_ALERT_MIN_LABELS, ge=1)
-    alert_overrides: dict[str, dict[str, float]] = Field(default_factory=dict)
+    alert_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("database_url")
     @classmethod

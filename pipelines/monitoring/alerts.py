@@ -14,11 +14,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from pydantic import BaseModel, ConfigDict, Field
 from psycopg.types.json import Jsonb
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.core.card import Card
-from pipelines.settings import Settings
+from pipelines.settings import (
+    DEFAULT_ALERT_METRIC_MARGIN,
+    DEFAULT_ALERT_MIN_LABELS,
+    DEFAULT_ALERT_PSI,
+    DEFAULT_ALERT_REJECT_FRACTION,
+    DEFAULT_ALERT_STALE_HOURS,
+    Settings,
+)
 from pipelines.store.cache import cache_url
 from pipelines.store.db import connection
 
@@ -33,16 +40,20 @@ class Thresholds(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    psi: float = Field(0.25, ge=0.0)
+    psi: float = Field(DEFAULT_ALERT_PSI, ge=0.0)
+    #: Columns whose drift is expected by construction (e.g. ``day_of_week`` of a daily partition).
+    drift_ignore: tuple[str, ...] = ()
     metric: str = "auc"
-    metric_margin: float = Field(0.05, ge=0.0)
-    stale_hours: float = Field(36.0, gt=0.0)
-    reject_fraction: float = Field(0.05, ge=0.0, le=1.0)
-    min_labels: int = Field(200, ge=1)
+    metric_margin: float = Field(DEFAULT_ALERT_METRIC_MARGIN, ge=0.0)
+    stale_hours: float = Field(DEFAULT_ALERT_STALE_HOURS, gt=0.0)
+    reject_fraction: float = Field(DEFAULT_ALERT_REJECT_FRACTION, ge=0.0, le=1.0)
+    min_labels: int = Field(DEFAULT_ALERT_MIN_LABELS, ge=1)
 
 
-def thresholds_for(settings: Settings, model: str, overrides: Thresholds | dict[str, Any] | None = None) -> Thresholds:
-    """The model's thresholds: settings' defaults, then ``PREDCACHE_ALERT_OVERRIDES[model]``, then ``overrides``."""
+def thresholds_for(
+    settings: Settings, model: str, overrides: Thresholds | dict[str, Any] | None = None
+) -> Thresholds:
+    """Thresholds of ``model``: settings, then ``PREDCACHE_ALERT_OVERRIDES[model]``, then ``overrides``."""
     values: dict[str, Any] = {
         "psi": settings.alert_psi,
         "metric_margin": settings.alert_metric_margin,
@@ -100,14 +111,20 @@ def fire(
     return Alert(model, condition, subject, body, delivered)
 
 
-def check_run(settings: Settings, observed: dict[str, Any], *, thresholds: Thresholds | dict[str, Any] | None = None) -> list[Alert]:
+def check_run(
+    settings: Settings, observed: dict[str, Any], *, thresholds: Thresholds | dict[str, Any] | None = None
+) -> list[Alert]:
     """Drift and reject alerts of one observed run (``observe_run``'s result)."""
     model = str(observed["model"])
     limits = thresholds_for(settings, model, thresholds)
     subject = f"run:{observed['run_id']}"
     fired: list[Alert] = []
     with connection(cache_url(settings), autocommit=True) as conn:
-        drifted = {name: round(value, 4) for name, value in observed["drift"].items() if value > limits.psi}
+        drifted = {
+            name: round(value, 4)
+            for name, value in observed["drift"].items()
+            if value > limits.psi and name not in limits.drift_ignore
+        }
         if drifted:
             alert = fire(
                 conn,
@@ -126,7 +143,11 @@ def check_run(settings: Settings, observed: dict[str, Any], *, thresholds: Thres
                 model=model,
                 condition="rejects",
                 subject=subject,
-                payload={"run_id": observed["run_id"], "threshold": limits.reject_fraction, "fraction": round(fraction, 4)},
+                payload={
+                    "run_id": observed["run_id"],
+                    "threshold": limits.reject_fraction,
+                    "fraction": round(fraction, 4),
+                },
                 webhook_url=settings.alert_webhook_url,
             )
             fired += [alert] if alert else []
@@ -134,9 +155,11 @@ def check_run(settings: Settings, observed: dict[str, Any], *, thresholds: Thres
 
 
 def holdout_metric(card: Card, metric: str) -> float | None:
-    """The card's holdout figure of ``metric`` for the default signature (``metrics.int8``/``fp32``), if any."""
+    """The card's holdout figure of ``metric`` for the default signature (``metrics.int8``/``fp32``)."""
     default = card.signatures.get("default")
-    flavour = next((name for name, file in card.signatures.items() if name != "default" and file == default), None)
+    flavour = next(
+        (name for name, file in card.signatures.items() if name != "default" and file == default), None
+    )
     for source in (card.metrics.get(flavour or ""), card.metrics.get("holdout"), card.metrics):
         if isinstance(source, dict) and isinstance(source.get(metric), int | float):
             return float(source[metric])
@@ -146,7 +169,7 @@ def holdout_metric(card: Card, metric: str) -> float | None:
 def check_evaluations(
     settings: Settings, model: str, *, thresholds: Thresholds | dict[str, Any] | None = None
 ) -> list[Alert]:
-    """Metric alerts: each evaluated run with enough labels whose realised metric is past the card's figure."""
+    """Metric alerts: each evaluated run with enough labels whose metric is past the card's figure."""
     limits = thresholds_for(settings, model, thresholds)
     fired: list[Alert] = []
     with connection(cache_url(settings), autocommit=True) as conn:
@@ -171,8 +194,14 @@ def check_evaluations(
                     model=model,
                     condition=f"metric:{limits.metric}",
                     subject=f"run:{run_id}",
-                    payload={"run_id": run_id, "metric": limits.metric, "value": realised, "holdout": reference,
-                             "threshold": round(limit, 6), "labels": matched},
+                    payload={
+                        "run_id": run_id,
+                        "metric": limits.metric,
+                        "value": realised,
+                        "holdout": reference,
+                        "threshold": round(limit, 6),
+                        "labels": matched,
+                    },
                     webhook_url=settings.alert_webhook_url,
                 )
                 fired += [alert] if alert else []
@@ -192,9 +221,13 @@ def prediction_age(conn: psycopg.Connection[Any], model: str) -> tuple[int, date
 
 
 def check_staleness(
-    settings: Settings, model: str, *, thresholds: Thresholds | dict[str, Any] | None = None, now: datetime | None = None
+    settings: Settings,
+    model: str,
+    *,
+    thresholds: Thresholds | dict[str, Any] | None = None,
+    now: datetime | None = None,
 ) -> list[Alert]:
-    """Staleness alert: the active version's newest publish is older than ``stale_hours`` (once per publish)."""
+    """Staleness: the active version's newest publish is older than ``stale_hours`` (once per publish)."""
     limits = thresholds_for(settings, model, thresholds)
     with connection(cache_url(settings), autocommit=True) as conn:
         newest = prediction_age(conn, model)
@@ -209,8 +242,12 @@ def check_staleness(
             model=model,
             condition="stale",
             subject=f"publish:{publish_id}",
-            payload={"publish_id": publish_id, "published_at": published_at.isoformat(),
-                     "age_hours": round(hours, 2), "threshold": limits.stale_hours},
+            payload={
+                "publish_id": publish_id,
+                "published_at": published_at.isoformat(),
+                "age_hours": round(hours, 2),
+                "threshold": limits.stale_hours,
+            },
             webhook_url=settings.alert_webhook_url,
         )
     return [alert] if alert else []

@@ -74,7 +74,8 @@ ranked AS (
     FROM g
 )
 SELECT g, count(*) AS n, sum(y) AS positives,
-    (sum(r) FILTER (WHERE y = 1) - sum(y) * (sum(y) + 1) / 2.0) / nullif(sum(y) * (count(*) - sum(y)), 0) AS auc,
+    (sum(r) FILTER (WHERE y = 1) - sum(y) * (sum(y) + 1) / 2.0)
+        / nullif(sum(y) * (count(*) - sum(y)), 0) AS auc,
     -avg(y * ln(greatest(p, {eps})) + (1 - y) * ln(greatest(1 - p, {eps}))) AS log_loss,
     avg((p - y) ^ 2) AS brier,
     avg(y) AS positive_rate,
@@ -93,7 +94,8 @@ SELECT {group} AS g, count(*) AS n, avg((predicted = y)::int) AS accuracy, min(v
 FROM eval_served GROUP BY 1
 """
 _REGRESSION_SQL = """
-SELECT {group} AS g, count(*) AS n, sqrt(avg((p - y) ^ 2)) AS rmse, avg(abs(p - y)) AS mae, avg(y) AS mean_label,
+SELECT {group} AS g, count(*) AS n, sqrt(avg((p - y) ^ 2)) AS rmse, avg(abs(p - y)) AS mae,
+    avg(y) AS mean_label,
     avg(p) AS mean_score, min(version) AS version
 FROM eval_served GROUP BY 1
 """
@@ -101,7 +103,8 @@ FROM eval_served GROUP BY 1
 _LABELS_SQL = """
 SELECT {group} AS g, count(*) FROM labels
 WHERE model = %(model)s AND label IS NOT NULL
-  AND (%(since)s::date IS NULL OR day >= %(since)s::date) AND (%(until)s::date IS NULL OR day <= %(until)s::date)
+  AND (%(since)s::date IS NULL OR day >= %(since)s::date)
+  AND (%(until)s::date IS NULL OR day <= %(until)s::date)
 GROUP BY 1
 """
 _UPSERT_SQL = """
@@ -176,7 +179,9 @@ def _metric_rows(conn: psycopg.Connection[Any], task: str, group: str) -> dict[s
         values = dict(zip(names, row, strict=True))
         key = str(values.pop("g"))
         out[key] = {
-            name: (value if name == "version" else int(value) if name in ("n", "positives") else _number(value))
+            name: (
+                value if name == "version" else int(value) if name in ("n", "positives") else _number(value)
+            )
             for name, value in values.items()
         }
     if task == "binary":
@@ -189,7 +194,9 @@ def _metric_rows(conn: psycopg.Connection[Any], task: str, group: str) -> dict[s
     return out
 
 
-def evaluate(settings: Settings, *, model: str, since: date | None = None, until: date | None = None) -> EvaluationResult:
+def evaluate(
+    settings: Settings, *, model: str, since: date | None = None, until: date | None = None
+) -> EvaluationResult:
     """Compute and store realised metrics of ``model`` on the labels of days ``since``..``until``.
 
     Returns:
@@ -215,7 +222,8 @@ def evaluate(settings: Settings, *, model: str, since: date | None = None, until
         conn.execute("ANALYZE eval_served")
         run_rows = dict(
             conn.execute(
-                "SELECT run_id::text, rows_out FROM runs WHERE run_id IN (SELECT DISTINCT run_id FROM eval_served)"
+                "SELECT run_id::text, rows_out FROM runs "
+                "WHERE run_id IN (SELECT DISTINCT run_id FROM eval_served)"
             ).fetchall()
         )
         window = f"{since or ''}..{until or ''}"
@@ -225,7 +233,9 @@ def evaluate(settings: Settings, *, model: str, since: date | None = None, until
                 totals = {key: int(run_rows.get(key) or 0) for key in metrics}
             else:
                 label_group = "'all'" if scope == "all" else group
-                totals = {str(k): int(v) for k, v in conn.execute(_LABELS_SQL.format(group=label_group), params)}  # type: ignore[arg-type]
+                totals = {
+                    str(k): int(v) for k, v in conn.execute(_LABELS_SQL.format(group=label_group), params)
+                }  # type: ignore[arg-type]
             for key in sorted(set(metrics) | (set(totals) if scope != "run" else set())):
                 if key == "None":  # labels without a day count in 'all' only
                     continue

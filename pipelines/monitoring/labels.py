@@ -33,7 +33,9 @@ DEFAULT_DAY_COLUMN = "date"
 TASKS = ("binary", "multiclass", "regression")
 BATCH_ROWS = 65_536
 
-_STAGE_SQL = "CREATE TEMP TABLE labels_stage (key text COLLATE \"C\", label double precision, day date) ON COMMIT DROP"
+_STAGE_SQL = (
+    'CREATE TEMP TABLE labels_stage (key text COLLATE "C", label double precision, day date) ON COMMIT DROP'
+)
 _MERGE_SQL = """
 INSERT INTO labels AS l (model, key, label, day, as_of)
 SELECT DISTINCT ON (key) %(model)s, key, label, day, %(as_of)s FROM labels_stage ORDER BY key
@@ -118,7 +120,9 @@ def _as_float(column: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
     try:
         return pc.cast(column, pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        raise InputError(f"label column '{name}' is not numeric (type {column.type}); labels must be numbers") from None
+        raise InputError(
+            f"label column '{name}' is not numeric (type {column.type}); labels must be numbers"
+        ) from None
 
 
 def _as_day(column: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
@@ -129,12 +133,16 @@ def _as_day(column: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
             return pc.cast(column, pa.date32())
         return pc.cast(pc.strptime(pc.cast(column, pa.string()), format="%Y-%m-%d", unit="s"), pa.date32())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        raise InputError(f"day column '{name}' holds values that are not YYYY-MM-DD dates; fix the file") from None
+        raise InputError(
+            f"day column '{name}' holds values that are not YYYY-MM-DD dates; fix the file"
+        ) from None
 
 
 def _csv_bytes(table: pa.Table) -> bytes:
     sink = io.BytesIO()
-    pacsv.write_csv(table, sink, write_options=pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+    pacsv.write_csv(
+        table, sink, write_options=pacsv.WriteOptions(include_header=False, quoting_style="needed")
+    )
     return sink.getvalue()
 
 
@@ -193,7 +201,9 @@ def load_labels(
         assert stats is not None
         keys, nulls, non_binary, null_keys = (int(v) for v in stats)
         if null_keys:
-            raise InputError(f"labels input {source} has {null_keys} row(s) without a key in '{key}'; fix the file")
+            raise InputError(
+                f"labels input {source} has {null_keys} row(s) without a key in '{key}'; fix the file"
+            )
         if task_of(card) == "binary" and non_binary:
             raise InputError(
                 f"model {model} is binary but {non_binary} label(s) in '{label}' are not 0 or 1; "
