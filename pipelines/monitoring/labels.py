@@ -3,7 +3,7 @@
 The whole load is one transaction: the file is streamed in Arrow batches as CSV into a temporary
 staging table, checked there (binary labels must be 0/1), then merged into ``labels``. A bad file
 writes nothing. Loading the same file twice changes nothing: a row whose label and day are
-unchanged keeps its ``as_of``. Labels for keys the model never predicted are kept (their
+unchanged keeps its ``as_of`` (unless ``--as-of`` is given and differs). Labels for keys the model never predicted are kept (their
 prediction may come later, e.g. a backfill) and counted.
 """
 
@@ -42,6 +42,7 @@ SELECT DISTINCT ON (key) %(model)s, key, label, day, %(as_of)s FROM labels_stage
 ON CONFLICT (model, key) DO UPDATE SET label = EXCLUDED.label, day = EXCLUDED.day, as_of = EXCLUDED.as_of,
     loaded_at = now()
 WHERE (l.label, l.day) IS DISTINCT FROM (EXCLUDED.label, EXCLUDED.day)
+   OR (%(explicit)s AND l.as_of IS DISTINCT FROM EXCLUDED.as_of)
 RETURNING (xmax = 0) AS inserted
 """
 _UNPREDICTED_SQL = """
@@ -210,7 +211,9 @@ def load_labels(
                 "map the outcomes to 0/1 (null for unknown)"
             )
         unpredicted = int(conn.execute(_UNPREDICTED_SQL, (model,)).fetchone()[0])  # type: ignore[index]
-        merged = conn.execute(_MERGE_SQL, {"model": model, "as_of": moment}).fetchall()
+        merged = conn.execute(
+            _MERGE_SQL, {"model": model, "as_of": moment, "explicit": bool(as_of)}
+        ).fetchall()
     inserted = sum(1 for (new,) in merged if new)
     return LabelLoad(
         model=model,

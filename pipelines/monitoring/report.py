@@ -15,6 +15,7 @@ from typing import Any
 from pipelines.errors import ConfigError, UnknownModelError
 from pipelines.monitoring import history
 from pipelines.monitoring.alerts import holdout_metric, thresholds_for
+from pipelines.monitoring.thresholds import LOWER_IS_BETTER
 from pipelines.settings import Settings
 from pipelines.store.cache import cache_url
 from pipelines.store.db import connection
@@ -138,11 +139,7 @@ def _collect(settings: Settings, model: str) -> dict[str, Any]:
             raise UnknownModelError(model, available=known)
         limits = thresholds_for(settings, model)
         holdout = holdout_metric(card, limits.metric)
-        margin = (
-            limits.metric_margin
-            if limits.metric not in ("log_loss", "brier", "rmse", "mae")
-            else -limits.metric_margin
-        )
+        margin = limits.metric_margin if limits.metric not in LOWER_IS_BETTER else -limits.metric_margin
         merged = history.merged_stats(conn, model, by_week=False)
         return {
             "card": card,
