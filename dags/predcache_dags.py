@@ -225,7 +225,7 @@ def build_maintenance_dag(config: DagsConfig) -> DAG:
 
     @dag(
         dag_id=MAINTENANCE_DAG_ID,
-        description="Staleness and realised-metric alerts of every predcache model, even without scoring runs",
+        description="Staleness and realised-metric alerts of every model, even without scoring runs",
         doc_md=__doc__,
         schedule="@daily",
         start_date=datetime.combine(start, time(), tzinfo=UTC),

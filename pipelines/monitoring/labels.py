@@ -3,8 +3,8 @@
 The whole load is one transaction: the file is streamed in Arrow batches as CSV into a temporary
 staging table, checked there (binary labels must be 0/1), then merged into ``labels``. A bad file
 writes nothing. Loading the same file twice changes nothing: a row whose label and day are
-unchanged keeps its ``as_of`` (unless ``--as-of`` is given and differs). Labels for keys the model never predicted are kept (their
-prediction may come later, e.g. a backfill) and counted.
+unchanged keeps its ``as_of`` (unless ``--as-of`` is given and differs). Labels for keys the
+model never predicted are kept (their prediction may come later, e.g. a backfill) and counted.
 """
 
 from __future__ import annotations
