@@ -86,6 +86,16 @@ def _latest_per_day(
     return out
 
 
+def newest_output_stats(conn: psycopg.Connection[Any], model: str) -> dict[str, ColumnStats]:
+    """Output statistics of the model's newest observed run."""
+    row = conn.execute(
+        "SELECT s.output_stats FROM run_stats s JOIN runs r ON r.run_id = s.run_id "
+        "WHERE r.model = %s ORDER BY r.run_id DESC LIMIT 1",
+        (model,),
+    ).fetchone()
+    return dict(row[0]) if row else {}
+
+
 def merged_stats(
     conn: psycopg.Connection[Any], model: str, *, by_week: bool
 ) -> dict[date, dict[str, ColumnStats]]:

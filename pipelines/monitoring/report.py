@@ -24,6 +24,21 @@ REPORT_FILE = "report.html"
 PLOT_HEIGHT = 380
 
 
+def _score_histograms(data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The card's reference score histogram and the served one on its buckets (or the newest run's)."""
+    ref = data["reference"].get("score")
+    cur = data["current"].get("score")
+    if ref and ref.get("histogram", {}).get("counts"):
+        found = [("reference (card)", ref)]
+        if cur and cur.get("histogram", {}).get("edges") == ref["histogram"]["edges"]:
+            found.append(("served (all runs)", cur))
+        return found
+    newest = data["newest_outputs"].get("score")
+    if newest and newest.get("histogram", {}).get("counts"):
+        return [("served (newest run; the card has no reference)", newest)]
+    return []
+
+
 def _figures(data: dict[str, Any]) -> list[tuple[str, Any]]:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -55,17 +70,12 @@ def _figures(data: dict[str, Any]) -> list[tuple[str, Any]]:
     fig.update_layout(barmode="stack", height=PLOT_HEIGHT * 2)
     figures.append(("Runs over time", fig))
 
-    ref = data["reference"].get("score")
-    cur = data["current"].get("score")
     fig = go.Figure()
-    if ref and ref.get("histogram", {}).get("counts"):
-        edges = ref["histogram"]["edges"]
+    for name, stats in _score_histograms(data):
+        edges, counts = stats["histogram"]["edges"], stats["histogram"]["counts"]
         labels = [f"{lo:.2f}-{hi:.2f}" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
-        for name, stats in (("reference (card)", ref), ("served (all runs)", cur)):
-            if stats and stats.get("histogram", {}).get("edges") == edges:
-                counts = stats["histogram"]["counts"]
-                total = sum(counts) or 1
-                fig.add_trace(go.Bar(x=labels, y=[c / total for c in counts], name=name))
+        total = sum(counts) or 1
+        fig.add_trace(go.Bar(x=labels, y=[c / total for c in counts], name=name))
     fig.update_layout(
         barmode="group", height=PLOT_HEIGHT, yaxis_title="share of rows", xaxis_title="score bucket"
     )
@@ -147,6 +157,7 @@ def _collect(settings: Settings, model: str) -> dict[str, Any]:
             "rejects": history.reject_reasons(conn, model),
             "reference": card.reference_stats,
             "current": merged.get(date.min, {}),
+            "newest_outputs": history.newest_output_stats(conn, model),
             "weeks": history.evaluations(conn, model, "week"),
             "publishes": history.publishes(conn, model),
             "alerts": history.alerts(conn, model),

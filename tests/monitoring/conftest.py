@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines.core.stats import column_stats
 from pipelines.settings import Settings
 
 ROWS = 400
@@ -53,13 +54,24 @@ def toy_cache(migrated_url: str, tmp_path_factory: pytest.TempPathFactory, toy_m
 
     folder = tmp_path_factory.mktemp("toy_monitoring")
     models = folder / "models"
-    toy_model_builder(models)
+    card_path = toy_model_builder(models) / "card.json"
     settings = Settings(database_url=migrated_url, home=folder / "home", models_dir=models, workers=1)
     source = write_toy_input(folder / "input", "day1")
+    add_reference_stats(card_path, write_toy_input(folder / "reference", "ref", rows=2_000, seed=1))
     summary = run_job(settings, RunRequest(model="toy", input=source, publish=True))
     with psycopg.connect(migrated_url) as conn:
         scores = dict(conn.execute("SELECT key, score FROM predictions WHERE run_id = %s", (summary.run_id,)))
     return ToyCache(settings, migrated_url, summary.run_id, scores, folder)
+
+
+def add_reference_stats(card_path: Path, reference: Path) -> None:
+    """Give the toy card reference statistics of its inputs and score (as a real build does)."""
+    table = pq.read_table(reference)
+    x, n = table["x"].to_numpy(), table["n"].to_numpy()
+    score = 1 / (1 + np.exp(-(0.5 * x + 0.25 * n)))
+    card = json.loads(card_path.read_text())
+    stats = column_stats(table.append_column("score", pa.array(score, pa.float32())), ["x", "n", "score"])
+    card_path.write_text(json.dumps({**card, "reference_stats": stats}, indent=2))
 
 
 def write_labels(path: Path, labels: dict[str, float | None], *, key: str = "id", label: str = "y") -> Path:
