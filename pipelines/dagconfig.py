@@ -90,7 +90,7 @@ class DagSpec(_Strict):
     labels_column: str = "label"
     evaluate_lag_days: int = Field(DEFAULT_EVALUATE_LAG_DAYS, ge=0)
     evaluate_window_days: int = Field(DEFAULT_EVALUATE_WINDOW_DAYS, ge=1)
-    alerts: Thresholds = Field(default_factory=Thresholds)
+    alerts: Thresholds = Thresholds.model_validate({})
 
 
 class DagsConfig(_Strict):
