@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -104,16 +104,34 @@ def _dataset(source: Path) -> ds.Dataset:
         raise InputError(f"labels input {source} is not readable as {fmt} ({exc}); check the file") from exc
 
 
-def _batches(dataset: ds.Dataset, key: str, label: str, day: str | None) -> Iterator[pa.Table]:
+def partition_day(source: Path, column: str | None) -> date | None:
+    """The day of a single partition passed as the input (``.../date=2013-07-01[/part-0.parquet]``)."""
+    if not column:
+        return None
+    for part in (source.name, source.parent.name):
+        prefix = f"{column}="
+        if part.startswith(prefix):
+            try:
+                return date.fromisoformat(part[len(prefix) :])
+            except ValueError:
+                raise InputError(
+                    f"partition '{part}' of {source} is not a YYYY-MM-DD date; rename it"
+                ) from None
+    return None
+
+
+def _batches(
+    dataset: ds.Dataset, key: str, label: str, day: str | None, fixed_day: date | None
+) -> Iterator[pa.Table]:
     columns = [key, label, *([day] if day else [])]
     for batch in dataset.to_batches(columns=columns, batch_size=BATCH_ROWS):
         table = pa.Table.from_batches([batch])
+        if day:
+            days = _as_day(table[day], day)
+        else:
+            days = pa.array([fixed_day] * table.num_rows, pa.date32())
         yield pa.table(
-            {
-                "key": pc.cast(table[key], pa.string()),
-                "label": _as_float(table[label], label),
-                "day": _as_day(table[day], day) if day else pa.nulls(table.num_rows, pa.date32()),
-            }
+            {"key": pc.cast(table[key], pa.string()), "label": _as_float(table[label], label), "day": days}
         )
 
 
@@ -187,11 +205,12 @@ def load_labels(
             f"it has: {', '.join(names)} (choose them with --key and --label)"
         )
     day = day_column if day_column and day_column in names else None
+    fixed_day = None if day else partition_day(source, day_column)
     with connection(cache_url(settings)) as conn:
         conn.execute(_STAGE_SQL)
         rows = 0
         with conn.cursor().copy("COPY labels_stage (key, label, day) FROM STDIN (FORMAT csv)") as copy:
-            for table in _batches(dataset, key, label, day):
+            for table in _batches(dataset, key, label, day, fixed_day):
                 rows += table.num_rows
                 copy.write(_csv_bytes(table))
         stats = conn.execute(
