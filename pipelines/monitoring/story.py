@@ -172,7 +172,7 @@ def run_story(
         "alerts": alerts,
     }
     say(
-        f"week {shifted_start} again with temp in Celsius: AUC {whole.metrics.get('auc'):.3f} "
+        f"week {shifted_start} fed with temp in Celsius: AUC {whole.metrics.get('auc'):.3f} "
         f"(was {before['auc'] if before else float('nan'):.3f}); temp PSI per day "
         + ", ".join(f"{v:.2f}" for v in psi)
         + f"; alerts fired: {sum(len(a) for a in alerts.values())} "

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,31 +10,9 @@ import pytest
 from pipelines.monitoring.evaluate import evaluate
 from pipelines.monitoring.labels import load_labels
 from pipelines.monitoring.report import write_report
-from tests.monitoring.conftest import ToyCache, write_labels
+from tests.monitoring.conftest import ToyCache, chromium, write_labels
 
 PLOTS = 5
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--virtual-time-budget=15000",
-]
-
-
-def chromium(page: Path, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run headless Chromium on a local page (Debian package `chromium`)."""
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert binary, "headless Chromium is missing: apt-get install -y chromium"
-    return subprocess.run(
-        [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, page.as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
 
 
 @pytest.fixture(scope="module")
