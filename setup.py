@@ -15,6 +15,7 @@ RUNTIME = [
     "pydantic-settings>=2.6",
     "tqdm>=4.66",
     "xxhash>=3.5",
+    "plotly>=6.0",  # the monitoring report (pipelines/monitoring/report.py)
 ]
 EXTRAS = {
     "build": [
