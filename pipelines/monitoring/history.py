@@ -105,12 +105,19 @@ def merged_stats(
         groups[monday(day) if by_week else date.min].append({**inputs, **outputs})
     merged: dict[date, dict[str, ColumnStats]] = {}
     for key, parts in groups.items():
-        common = [name for name in parts[0] if all(name in part for part in parts)]
-        try:
-            merged[key] = merge_stats([{name: part[name] for name in common} for part in parts])
-        except ValueError:  # parts computed against different references (a version change): skip
-            continue
+        # Columns without a card reference (e.g. the predicted label) get their buckets from each
+        # run's own data; only columns whose buckets agree in every part can be added up.
+        common = [
+            name for name in parts[0] if all(_same_buckets(parts[0][name], part.get(name)) for part in parts)
+        ]
+        merged[key] = merge_stats([{name: part[name] for name in common} for part in parts])
     return merged
+
+
+def _same_buckets(first: ColumnStats, other: ColumnStats | None) -> bool:
+    if other is None or other.get("kind") != first.get("kind"):
+        return False
+    return bool(other.get("histogram", {}).get("edges") == first.get("histogram", {}).get("edges"))
 
 
 def weekly_drift(conn: psycopg.Connection[Any], model: str, card: Card) -> dict[date, dict[str, float]]:
