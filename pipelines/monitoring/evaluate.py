@@ -6,6 +6,9 @@ and of its runs published by then the newest one holding the key. The join is ma
 into a temporary table and every metric is an aggregate over it, so a six-month evaluation never
 leaves the server as rows (binary AUC by the rank formula, with ties at their average rank).
 
+``moments`` (the version active at each distinct ``as_of``) is materialised: inlined, PostgreSQL
+evaluated its subquery once per joined row (64 s instead of under 1 s for six months, 184 runs).
+
 Metrics are stored per run, per day, per week (Monday) and for the whole window in
 ``evaluations`` (re-evaluating replaces them).
 """
@@ -32,13 +35,13 @@ LOG_LOSS_EPSILON = 1e-7
 
 _SERVED_SQL = """
 CREATE TEMP TABLE eval_served ON COMMIT DROP AS
-WITH lab AS (
+WITH lab AS MATERIALIZED (
     SELECT key, label, day, as_of FROM labels
     WHERE model = %(model)s AND label IS NOT NULL
       AND (%(since)s::date IS NULL OR day >= %(since)s::date)
       AND (%(until)s::date IS NULL OR day <= %(until)s::date)
 ),
-moments AS (
+moments AS MATERIALIZED (
     SELECT m.as_of, (
         SELECT v.version_id FROM publishes pb
         JOIN model_versions v ON v.model = pb.model AND v.version = pb.version

@@ -233,6 +233,7 @@ def load_labels(
         merged = conn.execute(
             _MERGE_SQL, {"model": model, "as_of": moment, "explicit": bool(as_of)}
         ).fetchall()
+        conn.execute("ANALYZE labels")  # evaluation plans its join on these statistics
     inserted = sum(1 for (new,) in merged if new)
     return LabelLoad(
         model=model,
