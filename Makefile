@@ -1,11 +1,11 @@
-# The documented entry points: `make demo`, `make test`, `make airflow`, `make lint`, `make bench`.
+# The documented entry points: `make demo`, `make test`, `make airflow`, `make lint`, `make bench`, `make story`.
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test airflow lint bench bench-incremental venv clean dist
+.PHONY: demo test airflow lint bench bench-incremental story venv clean dist
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 (or run make PYTHON=/path/to/python3.11)"; exit 2; }
@@ -45,6 +45,12 @@ dist: $(STAMP)
 	rm -rf build dist
 	$(BIN)/python -m pip wheel --no-deps --quiet --wheel-dir dist .
 	$(BIN)/python setup.py --quiet sdist --dist-dir dist
+
+# July-December 2013 on the reference model: backfill, real outcomes, weekly AUC and drift,
+# a week in Celsius and its alerts, the HTML report (about an hour on 2 cores).
+STORY_DIR ?= story
+story: $(STAMP)
+	$(BIN)/python -m pipelines.monitoring.story --data-dir $(STORY_DIR)/data --out $(STORY_DIR)/out
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -35,6 +35,7 @@ RUNTIME = [
     "pydantic>=2.10",
     "pydantic-settings>=2.6",
     "tqdm>=4.66",
+    "plotly>=6.0",  # the monitoring report (pipelines/monitoring/report.py)
 ]
 EXTRAS = {
     "build": [

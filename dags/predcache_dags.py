@@ -1,9 +1,19 @@
 """predcache: one daily batch-prediction DAG per model listed in ``predcache_dags.yaml``.
 
 Every run scores one day's partition with the model and publishes it:
-``check_input -> plan -> score -> verify -> publish -> observe``. The tasks only call
-``pipelines`` (the same functions as ``predcache run`` / ``predcache backfill``); the run
-ledger in PostgreSQL makes every task safe to retry.
+``check_input -> plan -> score -> verify -> publish -> observe -> evaluate``. The tasks only
+call ``pipelines`` (the same step functions of ``pipelines.jobs`` as ``predcache run`` /
+``predcache backfill``); the run ledger in PostgreSQL makes every task safe to retry.
+
+``evaluate`` runs on a lagged window rather than behind a sensor: the run of day D loads the
+labels that have landed for days D-lag-6 .. D-lag (lag 2 by default: every flight of D-2 has
+landed a full day before D starts) and evaluates those days. A sensor would hold a worker slot
+(or need a triggerer) to wait for a partition whose arrival time is known anyway; a missing
+partition is no failure here (coverage shows it) and the overlapping window re-evaluates days
+whose labels came late, since loading and evaluating are idempotent.
+
+``predcache_maintenance`` runs daily, independent of scoring, and raises the staleness and
+realised-metric alerts of every configured model, so a model whose scoring stopped still alerts.
 
 The run for logical date D scores D's partition. With Airflow 3's default timetable for
 ``@daily`` it starts at 00:00 UTC of D, so the day's flights are scored before they depart;
@@ -29,7 +39,14 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, dag, get_current_context, task
 
-from pipelines.dagconfig import DagEnv, DagsConfig, DagSpec, load_dags_config, notify_failure
+from pipelines.dagconfig import (
+    DagEnv,
+    DagsConfig,
+    DagSpec,
+    load_dags_config,
+    notify_failure,
+    task_settings,
+)
 from pipelines.settings import Settings
 
 CONFIG_FILE = DagEnv().dags_config or Path(__file__).with_name("predcache_dags.yaml")
@@ -175,28 +192,53 @@ def build_dag(spec: DagSpec, config: DagsConfig) -> DAG:
 
         @task
         def observe(published: dict[str, Any]) -> dict[str, Any]:
-            """Store the run's input/output statistics and drift from the card's reference."""
-            from pipelines.observe import observe_run
+            """Store the run's statistics and drift from the card's reference; raise drift/reject alerts."""
+            from pipelines.jobs import observe_step
 
-            observed = observe_run(Settings(), published["run_id"])
-            return {**published, "drift": observed["drift"], "drifted": observed["drifted"]}
+            observed = observe_step(task_settings(config), published["run_id"], thresholds=spec.alerts)
+            assert observed is not None
+            return {
+                **published,
+                "drift": observed["drift"],
+                "drifted": observed["drifted"],
+                "alerts": observed["alerts"],
+            }
 
-        observe(publish(verify(score(plan(check_input())))))
+        @task
+        def evaluate(observed: dict[str, Any]) -> dict[str, Any]:
+            """Load the labels that landed for the lagged window, evaluate it, raise metric alerts."""
+            from datetime import date
+
+            from pipelines.dagconfig import evaluate_days
+
+            result = evaluate_days(
+                task_settings(config),
+                spec,
+                date.fromisoformat(observed["day"]),
+                template=spec.labels_template,
+                data_dir=DagEnv().data_dir or config.data_dir,
+            )
+            return {"run_id": observed["run_id"], **result}
+
+        evaluate(observe(publish(verify(score(plan(check_input()))))))
 
     return predcache_dag()
 
 
-#: Retention runs once a day with the settings' options (PREDCACHE_GC_KEEP_VERSIONS, PREDCACHE_GC_KEEP_DAYS).
+#: Once a day, whether or not any model scored: retention (PREDCACHE_GC_KEEP_VERSIONS,
+#: PREDCACHE_GC_KEEP_DAYS) and the staleness and realised-metric alerts of every model.
 MAINTENANCE_DAG_ID = "predcache_maintenance"
 MAINTENANCE_START = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def build_maintenance_dag(config: DagsConfig) -> DAG:
-    """The daily retention DAG: `predcache gc` over every model of the cache."""
+    """The daily maintenance DAG: `predcache gc` over the cache, and every model's staleness and
+    realised-metric alerts (even on days without a scoring run)."""
 
     @dag(
         dag_id=MAINTENANCE_DAG_ID,
-        description="Daily retention of the predcache cache (predcache gc)",
+        description="Daily retention (predcache gc) and staleness/metric alerts of every model",
+        doc_md=__doc__,
         schedule="@daily",
         start_date=MAINTENANCE_START,
         catchup=False,
@@ -228,7 +270,21 @@ def build_maintenance_dag(config: DagsConfig) -> DAG:
                 "versions_dropped": [f"{m}/{v}" for m, v in result.dropped_versions],
             }
 
+        @task
+        def alerts() -> dict[str, list[str]]:
+            """Fire each model's staleness and metric alerts (once per condition and subject)."""
+            from pipelines.monitoring.alerts import check_evaluations, check_staleness
+
+            settings = task_settings(config)
+            fired: dict[str, list[str]] = {}
+            for spec in config.dags:
+                found = check_staleness(settings, spec.model, thresholds=spec.alerts)
+                found += check_evaluations(settings, spec.model, thresholds=spec.alerts)
+                fired[spec.model] = [f"{a.condition} {a.subject}" for a in found]
+            return fired
+
         gc()
+        alerts()
 
     return maintenance_dag()
 

@@ -73,6 +73,8 @@ def _print_summary(summary: Any, as_json: bool) -> None:
         + f"{summary.shards_scored}/{summary.shards_total} shards scored, {summary.seconds:.1f} s"
         + (f" ({summary.rows_per_s:,.0f} rows/s)" if summary.rows_per_s else "")
         + (", published" if summary.published else "")
+        + (f"; drift above threshold in {', '.join(summary.drifted)}" if summary.drifted else "")
+        + (f"; alerts: {', '.join(summary.alerts)}" if summary.alerts else "")
     )
 
 
@@ -259,6 +261,7 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
             f"{len(summaries) - len(scored)} skipped "
             f"(already done), {sum(s.rows_out for s in summaries)} predictions, "
             f"{sum(s.rows_rejected for s in summaries)} rejects"
+            + "".join(f"\nrun {s.run_id}: drift in {', '.join(s.drifted)}" for s in summaries if s.drifted)
         )
     return 0
 
@@ -376,6 +379,64 @@ def _non_negative(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
     return value
+
+
+def cmd_labels_load(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.monitoring.labels import load_labels
+
+    done = load_labels(
+        settings, model=args.model, source=args.input, key=args.key, label=args.label, as_of=args.as_of
+    )
+    if args.json:
+        print(json.dumps(done.to_json()))
+    else:
+        print(
+            f"labels of {done.model}: {done.rows} rows, {done.inserted} new, {done.updated} changed, "
+            f"{done.unchanged} unchanged, {done.null_labels} null (outcome unknown), "
+            f"{done.unpredicted} for keys never predicted (kept)"
+        )
+    return 0
+
+
+def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.monitoring.alerts import check_evaluations
+    from pipelines.monitoring.evaluate import evaluate
+
+    result = evaluate(settings, model=args.model, since=args.since, until=args.until)
+    alerts = check_evaluations(settings, args.model)
+    if args.json:
+        print(json.dumps({**result.to_json(), "alerts": [a.subject for a in alerts]}, default=str))
+        return 0
+    for week in result.scope("week"):
+        shown = ", ".join(
+            f"{name} {value:.4f}" for name, value in week.metrics.items() if isinstance(value, float)
+        )
+        coverage = f"{week.coverage:.1%}" if week.coverage is not None else "n/a"
+        print(f"week {week.scope_key}: {week.matched} labelled predictions ({coverage} of labels)  {shown}")
+    runs = len(result.scope("run"))
+    print(
+        f"evaluated {result.model} ({result.task}): {runs} run(s), {len(result.scope('day'))} day(s) "
+        f"in {result.seconds:.2f} s; {len(alerts)} metric alert(s) fired"
+    )
+    return 0
+
+
+def cmd_alerts_check(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.monitoring.alerts import check_evaluations, check_staleness
+
+    fired = check_staleness(settings, args.model) + check_evaluations(settings, args.model)
+    for alert in fired:
+        print(f"{alert.model}\t{alert.condition}\t{alert.subject}\tdelivered={alert.delivered}")
+    print(f"{len(fired)} new alert(s) for {args.model}")
+    return 0
+
+
+def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.monitoring.report import write_report
+
+    path = write_report(settings, model=args.model, out_dir=args.out)
+    print(f"wrote {path}")
+    return 0
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -554,6 +615,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gc.add_argument("--dry-run", action="store_true", help="report what would be deleted, delete nothing")
     gc.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+
+    labels = sub.add_parser("labels", help="ground truth that arrives late").add_subparsers(
+        dest="labels_command", required=True, metavar="CMD"
+    )
+    ll = add("load", cmd_labels_load, "load outcomes per key (COPY + one merge; idempotent)", labels)
+    ll.add_argument("--model", required=True)
+    ll.add_argument("--input", type=Path, required=True, help="Parquet file/folder (hive ok) or CSV file")
+    ll.add_argument("--key", required=True, help="column holding the prediction key")
+    ll.add_argument("--label", required=True, help="column holding the outcome (0/1 for binary models)")
+    ll.add_argument("--as-of", help="when the outcomes were known, ISO 8601 (default: now)")
+    ll.add_argument("--json", action="store_true")
+
+    ev = add("evaluate", cmd_evaluate, "realised metrics of the served predictions, per run, day and week")
+    ev.add_argument("--model", required=True)
+    ev.add_argument("--since", type=_date, help="first day of labels (default: all)")
+    ev.add_argument("--until", type=_date, help="last day of labels (default: all)")
+    ev.add_argument("--json", action="store_true")
+
+    alerts = sub.add_parser("alerts", help="monitoring alerts").add_subparsers(
+        dest="alerts_command", required=True, metavar="CMD"
+    )
+    ac = add(
+        "check", cmd_alerts_check, "staleness and realised-metric alerts (webhook once per condition)", alerts
+    )
+    ac.add_argument("--model", required=True)
+
+    rp = add("report", cmd_report, "write the model's self-contained HTML monitoring report")
+    rp.add_argument("--model", required=True)
+    rp.add_argument("--out", type=Path, required=True, help="output folder (report.html goes there)")
 
     sv = add("serve", cmd_serve, "serve the HTTP lookup API (read-only)")
     sv.add_argument("--host", default="127.0.0.1")

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipelines.errors import ConfigError, first_invalid, flat_message
+from pipelines.monitoring.thresholds import Thresholds
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,12 @@ DEFAULT_RETRIES = 2
 DEFAULT_RETRY_DELAY_SECONDS = 300
 DEFAULT_TASK_TIMEOUT_MINUTES = 30
 DEFAULT_SCORE_TIMEOUT_MINUTES = 180
+DEFAULT_LABELS_TEMPLATE = "{data_dir}/_labels/date={date}"
+#: Labels of day D are complete once D's last flight has landed: by the run of D + 2 (it starts at
+#: 00:00 UTC of D + 2, a full day after D ended), so evaluation lags scoring by two days.
+DEFAULT_EVALUATE_LAG_DAYS = 2
+#: Each run re-evaluates this many days ending at D - lag: late labels and a missed run catch up.
+DEFAULT_EVALUATE_WINDOW_DAYS = 7
 #: Seconds the failure callback waits for the webhook before giving up (it must never hold a worker).
 WEBHOOK_TIMEOUT_SECONDS = 5.0
 
@@ -80,6 +87,12 @@ class DagSpec(_Strict):
     score_timeout_minutes: int = Field(DEFAULT_SCORE_TIMEOUT_MINUTES, ge=1)
     tags: list[str] = Field(default_factory=list)
     description: str = ""
+    labels_template: str | None = DEFAULT_LABELS_TEMPLATE
+    labels_key: str | None = None
+    labels_column: str = "label"
+    evaluate_lag_days: int = Field(DEFAULT_EVALUATE_LAG_DAYS, ge=0)
+    evaluate_window_days: int = Field(DEFAULT_EVALUATE_WINDOW_DAYS, ge=1)
+    alerts: Thresholds = Thresholds.model_validate({})
 
 
 class DagsConfig(_Strict):
@@ -173,6 +186,64 @@ def check_partition(settings: Settings, *, model: str, version: str | None, path
     files = list_input_files(path)
     check_input(files, card)
     return {"input": str(path.resolve()), "files": len(files), "version": card.version}
+
+
+def task_settings(config: DagsConfig) -> Settings:
+    """Settings of a task: the environment's, with the config file's webhook when the environment has none."""
+    settings = Settings()
+    if settings.alert_webhook_url is None and config.alert_webhook_url:
+        settings = settings.model_copy(update={"alert_webhook_url": config.alert_webhook_url})
+    return settings
+
+
+def _card_key(settings: Settings, spec: DagSpec) -> str:
+    from pipelines.core.card import load_card
+    from pipelines.core.model import resolve_version_dir
+
+    return load_card(resolve_version_dir(settings.models_dir, spec.model, spec.version)).key
+
+
+def evaluate_days(
+    settings: Settings, spec: DagSpec, day: date, *, template: str | None, data_dir: Path | None
+) -> dict[str, Any]:
+    """The DAG's evaluate step for run day ``day``: load the labels that landed, evaluate, alert.
+
+    Labels of the ``evaluate_window_days`` days ending ``evaluate_lag_days`` before ``day`` are loaded
+    when their partition exists (a load is idempotent: unchanged labels stay as they are), then those
+    days are evaluated and the realised-metric alerts checked. A day whose labels have not landed is
+    no failure: it is evaluated again by the next runs while it stays in their window.
+
+    Returns:
+        ``since``, ``until``, days whose labels were found, the window's metrics and alerts fired.
+    """
+    from datetime import timedelta
+
+    from pipelines.monitoring.alerts import check_evaluations
+    from pipelines.monitoring.evaluate import evaluate
+    from pipelines.monitoring.labels import load_labels
+
+    until = day - timedelta(days=spec.evaluate_lag_days)
+    since = until - timedelta(days=spec.evaluate_window_days - 1)
+    landed: list[str] = []
+    if template:
+        key = spec.labels_key or _card_key(settings, spec)
+        current = since
+        while current <= until:
+            path = day_input_path(template, current, data_dir=data_dir)
+            if path.exists():
+                load_labels(settings, model=spec.model, source=path, key=key, label=spec.labels_column)
+                landed.append(current.isoformat())
+            current += timedelta(days=1)
+    result = evaluate(settings, model=spec.model, since=since, until=until)
+    window = result.scope("all")
+    alerts = check_evaluations(settings, spec.model, thresholds=spec.alerts)
+    return {
+        "since": since.isoformat(),
+        "until": until.isoformat(),
+        "labels_landed": landed,
+        "metrics": window[0].metrics if window else {},
+        "alerts": [f"{a.condition} {a.subject}" for a in alerts],
+    }
 
 
 def failure_payload(context: Mapping[str, Any]) -> dict[str, Any]:

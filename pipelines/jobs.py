@@ -1,4 +1,7 @@
-"""Run orchestration, engine-agnostic: plan -> score (engine) -> verify -> publish.
+"""Run orchestration, engine-agnostic: plan -> score (engine) -> verify -> publish -> observe.
+
+These are the only step functions: ``predcache run``, ``predcache backfill`` (through ``run_job``)
+and the DAG's tasks all call them, so every entry point runs the same sequence.
 
 The ledger in PostgreSQL is the source of truth: a run over the same input resumes where
 it stopped, a finished one is not scored twice, and progress is read from the shard ledger.
@@ -11,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +94,8 @@ class RunSummary:
     published: bool
     rows_unchanged: int = 0
     rows_pruned: int = 0
+    drifted: tuple[str, ...] = ()
+    alerts: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -426,8 +431,34 @@ def publish_run(settings: Settings, run_id: int) -> bool:
     return True
 
 
+def observe_step(
+    settings: Settings, run_id: int, *, thresholds: Any = None, only_if_missing: bool = False
+) -> dict[str, Any] | None:
+    """Store the run's statistics and drift (``observe_run``), then raise its drift/reject alerts.
+
+    Args:
+        settings: The cache and the alert defaults.
+        run_id: A scored run.
+        thresholds: Per-model alert thresholds (``alerts.Thresholds`` or a dict) over the settings'.
+        only_if_missing: Skip runs observed before (a skipped, already finished run).
+
+    Returns:
+        ``observe_run``'s result plus ``alerts`` (conditions fired now), or None when skipped.
+    """
+    from pipelines.monitoring.alerts import check_run
+    from pipelines.observe import observe_run
+
+    if only_if_missing:
+        with connection(cache_url(settings)) as conn:
+            if conn.execute("SELECT 1 FROM run_stats WHERE run_id = %s", (run_id,)).fetchone():
+                return None
+    observed = observe_run(settings, run_id)
+    observed["alerts"] = [alert.condition for alert in check_run(settings, observed, thresholds=thresholds)]
+    return observed
+
+
 def run_job(settings: Settings, request: RunRequest, *, on_progress: ProgressFn | None = None) -> RunSummary:
-    """Plan, score, verify and (optionally) publish one input with one model version.
+    """Plan, score, verify, (optionally) publish and observe one input with one model version.
 
     Raises:
         PredcacheError: any failure, as one line (the run is marked failed and can be resumed).
@@ -451,7 +482,7 @@ def run_job(settings: Settings, request: RunRequest, *, on_progress: ProgressFn 
         verify_run(settings, planned.run_id, owner=owner)
     published = publish_run(settings, planned.run_id) if request.publish else False
     with connection(cache_url(settings)) as conn:
-        return _summary(
+        summary = _summary(
             conn,
             planned.run_id,
             started,
@@ -460,6 +491,11 @@ def run_job(settings: Settings, request: RunRequest, *, on_progress: ProgressFn 
             published=published or ledger.get_run(conn, planned.run_id).publish_id is not None,
             scored=scored,
         )
+    # Observed after the summary's clock stops: the run's throughput is the scoring's.
+    observed = observe_step(settings, planned.run_id, only_if_missing=planned.finished)
+    if observed is None:
+        return summary
+    return replace(summary, drifted=tuple(observed["drifted"]), alerts=tuple(observed["alerts"]))
 
 
 def _summary(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,6 +25,11 @@ DEFAULT_GC_KEEP_DAYS = 7.0
 DEFAULT_LEASE_SECONDS = 60
 #: Largest Parquet row group the planner and readers accept (rows); bounds their memory.
 DEFAULT_MAX_ROW_GROUP_ROWS = 1_048_576
+DEFAULT_ALERT_PSI = 0.25
+DEFAULT_ALERT_METRIC_MARGIN = 0.05
+DEFAULT_ALERT_STALE_HOURS = 36.0
+DEFAULT_ALERT_REJECT_FRACTION = 0.05
+DEFAULT_ALERT_MIN_LABELS = 200
 
 
 class Settings(BaseSettings):
@@ -57,6 +63,14 @@ class Settings(BaseSettings):
         gc_keep_days: `predcache gc`: rollback window in days; younger runs and publishes are kept.
         lease_seconds: How long a scoring run's lease holds without a heartbeat (beats come
             every third of it); a run whose owner died is resumable by others after this.
+        alert_webhook_url: URL monitoring alerts (drift, rejects, metric, staleness) are POSTed to.
+        alert_psi: PSI of an input or of the score above which a run raises a drift alert.
+        alert_metric_margin: A realised metric this far worse than the card's holdout figure alerts.
+        alert_stale_hours: The active version's newest publish older than this alerts (staleness).
+        alert_reject_fraction: A run rejecting a larger share of its rows alerts.
+        alert_min_labels: Runs with fewer matched labels are not judged on their realised metric.
+        alert_overrides: Per-model thresholds as JSON, e.g.
+            ``{"flights_delay": {"psi": 0.3, "drift_ignore": ["day_of_week"]}}``.
     """
 
     model_config = SettingsConfigDict(env_prefix="PREDCACHE_", extra="forbid")
@@ -78,6 +92,13 @@ class Settings(BaseSettings):
     gc_keep_versions: int = Field(default=DEFAULT_GC_KEEP_VERSIONS, ge=1)
     gc_keep_days: float = Field(default=DEFAULT_GC_KEEP_DAYS, ge=0.0)
     lease_seconds: int = Field(default=DEFAULT_LEASE_SECONDS, ge=3)
+    alert_webhook_url: str | None = None
+    alert_psi: float = Field(default=DEFAULT_ALERT_PSI, ge=0.0)
+    alert_metric_margin: float = Field(default=DEFAULT_ALERT_METRIC_MARGIN, ge=0.0)
+    alert_stale_hours: float = Field(default=DEFAULT_ALERT_STALE_HOURS, gt=0.0)
+    alert_reject_fraction: float = Field(default=DEFAULT_ALERT_REJECT_FRACTION, ge=0.0, le=1.0)
+    alert_min_labels: int = Field(default=DEFAULT_ALERT_MIN_LABELS, ge=1)
+    alert_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("database_url", "api_database_url", "api_db_password", "scratch_uri")
     @classmethod

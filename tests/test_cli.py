@@ -18,6 +18,7 @@ COMMANDS = [
     [], ["demo"], ["db", "migrate"], ["data", "flights"], ["data", "synth"], ["models", "build"],
     ["models", "list"], ["models", "show"], ["run"], ["backfill"], ["publish"], ["rollback"], ["lookup"],
     ["runs", "list"], ["runs", "show"], ["serve"],
+    ["labels", "load"], ["evaluate"], ["alerts", "check"], ["report"],
 ]  # fmt: skip
 
 

@@ -17,6 +17,8 @@ from prometheus_client.registry import Collector
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pipelines.api.monitoring import MonitoringGauges
+
 #: Lookups take about a millisecond; the buckets resolve 0.25 ms to 2.5 s.
 LATENCY_BUCKETS = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 UNMATCHED_ROUTE = "unmatched"
@@ -72,6 +74,8 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_PoolCollector(pool_sizes))
+        self.monitoring = MonitoringGauges()
+        self.registry.register(self.monitoring)
 
     def count_lookups(self, model: str, *, hits: int, misses: int) -> None:
         if hits:

@@ -141,6 +141,10 @@ class ReadStore:
                 ) from exc
         raise AssertionError("unreachable")
 
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        """Rows of a read-only ``query`` (the monitoring gauges' queries), errors as StoreError."""
+        return await self._fetch(query, *args)
+
     async def lookup(self, model: str, keys: Sequence[str]) -> dict[str, asyncpg.Record]:
         """Visible predictions of ``keys`` by key (one statement: one snapshot, one version)."""
         rows = await self._fetch(LOOKUP_QUERY, model, list(keys))

@@ -264,6 +264,8 @@ async def healthz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     """GET /metrics"""
     runtime = _runtime(request)
+    if runtime.store is not None:
+        await runtime.metrics.monitoring.refresh(runtime.store)
     return Response(runtime.metrics.render(), media_type=runtime.metrics.content_type)
 
 

@@ -37,6 +37,13 @@ FLIGHT_KEY = "flight_id"
 #: Column of the in-memory table only; on disk the date is the hive partition ``date=YYYY-MM-DD``.
 DATE_COLUMN = "date"
 PARTITION_FILE = "part-0.parquet"
+#: Outcomes live beside the inputs under ``_labels/date=YYYY-MM-DD``: the leading underscore keeps
+#: them out of an input folder's file list (and of any Parquet dataset reader), so a whole-data
+#: input still scores only flights.
+LABELS_DIR = "_labels"
+LABEL_COLUMN = "delayed"
+#: A flight is delayed when it arrives more than this many minutes late (the model's label).
+DELAY_MINUTES = 15
 
 _INT = pa.int64()
 _FLOAT = pa.float64()
@@ -166,8 +173,17 @@ def load_flights_table(start: date | None = None, end: date | None = None) -> pa
     return joined.select([DATE_COLUMN, *FILE_COLUMNS]).sort_by(FLIGHT_KEY).combine_chunks()
 
 
+def outcomes(table: pa.Table) -> pa.Table:
+    """The real outcome of each flight: ``flight_id``, ``delayed`` = arr_delay > 15 (null when cancelled)."""
+    delayed = pc.greater(table["arr_delay"], pa.scalar(float(DELAY_MINUTES)))
+    return pa.table({FLIGHT_KEY: table[FLIGHT_KEY], LABEL_COLUMN: delayed})
+
+
 def write_flights(out_dir: Path, *, start: date | None = None, end: date | None = None) -> int:
     """Write flights as a hive-partitioned Parquet dataset: ``out_dir/date=YYYY-MM-DD/part-0.parquet``.
+
+    Each day's outcomes (see ``outcomes``) go to ``out_dir/_labels/date=YYYY-MM-DD/part-0.parquet``,
+    ready for ``predcache labels load --key flight_id --label delayed``.
 
     Each day's folder is replaced whole (written beside it under a dot-prefixed name that dataset
     readers ignore, then swapped in), so re-running is idempotent.
@@ -193,7 +209,10 @@ def write_flights(out_dir: Path, *, start: date | None = None, end: date | None 
         stop = begin
         while stop < len(days) and days[stop] == day:
             stop += 1
-        _replace_day(out_dir, day, files.slice(begin, stop - begin))
+        rows = files.slice(begin, stop - begin)
+        _replace_day(out_dir, day, rows)
+        (out_dir / LABELS_DIR).mkdir(exist_ok=True)
+        _replace_day(out_dir / LABELS_DIR, day, outcomes(rows))
         begin = stop
     return table.num_rows
 

@@ -16,7 +16,8 @@ import pytest
 DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
 DAG_ID = "batch_predict_flights_delay"
 HEAVY_MODULES = ("apache_beam", "pyspark", "onnxruntime")
-TASK_ORDER = ["check_input", "plan", "score", "verify", "publish", "observe"]
+TASK_ORDER = ["check_input", "plan", "score", "verify", "publish", "observe", "evaluate"]
+MAINTENANCE_DAG_ID = "predcache_maintenance"
 
 pytestmark = pytest.mark.airflow
 
@@ -61,11 +62,17 @@ def test_reference_dag_runs_daily_from_july_2013_without_catchup(dagbag: Any) ->
     assert dag.catchup is False
 
 
-def test_tasks_chain_check_plan_score_verify_publish_observe(dagbag: Any) -> None:
+def test_tasks_chain_check_plan_score_verify_publish_observe_evaluate(dagbag: Any) -> None:
     dag = dagbag.dags[DAG_ID]
     assert sorted(dag.task_ids) == sorted(TASK_ORDER)
     for upstream, downstream in zip(TASK_ORDER, TASK_ORDER[1:], strict=False):
         assert dag.get_task(upstream).downstream_task_ids == {downstream}
+
+
+def test_a_daily_maintenance_dag_runs_the_alerts_without_scoring(dagbag: Any) -> None:
+    dag = dagbag.dags[MAINTENANCE_DAG_ID]
+    assert dag.task_ids == ["alerts"]
+    assert dag.timetable.expression == "0 0 * * *" and dag.catchup is False
 
 
 def test_every_task_retries_times_out_and_alerts_on_failure(dagbag: Any) -> None:

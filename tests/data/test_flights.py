@@ -10,7 +10,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.data.flights import FILE_COLUMNS, PARTITION_FILE, load_flights_table, write_flights
+from pipelines.data.flights import FILE_COLUMNS, LABELS_DIR, PARTITION_FILE, load_flights_table, write_flights
 from pipelines.errors import InputError
 
 ALL_FLIGHTS = 336_776
@@ -73,6 +73,7 @@ def test_start_after_end_is_an_input_error() -> None:
 def test_write_makes_one_hive_partition_per_day(tmp_path: Path) -> None:
     rows = write_flights(tmp_path, start=date(2013, 1, 1), end=date(2013, 1, 3))
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "_labels",
         "date=2013-01-01",
         "date=2013-01-02",
         "date=2013-01-03",
@@ -90,4 +91,16 @@ def test_rewriting_a_day_replaces_it(tmp_path: Path) -> None:
     (tmp_path / "date=2013-01-02" / "stale.parquet").write_bytes(b"junk")
     assert write_flights(tmp_path, start=day, end=day) == first
     assert [p.name for p in (tmp_path / "date=2013-01-02").iterdir()] == [PARTITION_FILE]
-    assert [p.name for p in tmp_path.iterdir()] == ["date=2013-01-02"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["_labels", "date=2013-01-02"]
+
+
+def test_each_day_gets_its_outcomes_as_a_labels_partition(tmp_path: Path) -> None:
+    day = date(2013, 7, 1)
+    write_flights(tmp_path, start=day, end=day)
+    flights = pq.read_table(tmp_path / "date=2013-07-01" / PARTITION_FILE, columns=["flight_id", "arr_delay"])
+    labels = pq.read_table(tmp_path / LABELS_DIR / "date=2013-07-01" / PARTITION_FILE)
+    assert labels.column_names == ["flight_id", "delayed"] and labels["flight_id"].equals(
+        flights["flight_id"]
+    )
+    for delay, delayed in zip(flights["arr_delay"].to_pylist(), labels["delayed"].to_pylist(), strict=True):
+        assert delayed == (None if delay is None else delay > 15)

@@ -1,0 +1,1 @@
+"""Knowing whether predictions were right: late labels, continued evaluation, alerts, the report."""
