@@ -235,6 +235,9 @@ class _Scripts(ScriptDirectory):
         for step in self._steps:
             module = types.ModuleType(f"predcache_sql_{step.revision}", step.name)
             module.__dict__.update(revision=step.revision, down_revision=down)
-            module.__dict__.update(upgrade=partial(_apply, step), downgrade=_no_downgrade)
+            upgrade = partial(_apply, step)
+            # Alembic names a step by its function's __name__ when it logs the step.
+            upgrade.__name__ = f"upgrade_{step.path.stem}"  # type: ignore[attr-defined]
+            module.__dict__.update(upgrade=upgrade, downgrade=_no_downgrade)
             yield Script(module, step.revision, step.path)
             down = step.revision

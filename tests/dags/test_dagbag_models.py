@@ -19,7 +19,8 @@ import json
 from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(dag_folder={str(DAGS_FOLDER)!r})
 print(json.dumps({{"errors": {{str(k): str(v) for k, v in bag.import_errors.items()}},
-                  "engines": {{d: bag.dags[d].params["engine"] for d in bag.dag_ids}}}}))
+                  "engines": {{d: bag.dags[d].params["engine"] for d in bag.dag_ids
+                              if "engine" in bag.dags[d].params}}}}))
 """
 
 
