@@ -136,13 +136,8 @@ def _progress_thread(url: str, run_id: int, on_progress: ProgressFn | None) -> I
                 break
         report()
 
-    thread = threading.Thread(target=poll, name="predcache-progress", daemon=True)
-    thread.start()
-    try:
+    with _in_background(poll, "predcache-progress", stop):
         yield
-    finally:
-        stop.set()
-        thread.join(timeout=10)
 
 
 @dataclass(frozen=True)
@@ -246,7 +241,14 @@ def _lease_heartbeat(url: str, run_id: int, owner: str, lease_seconds: float) ->
             except Exception as exc:  # the next beat retries; the engine reports real failures
                 log.warning("run %s: heartbeat failed (%s)", run_id, one_line(exc))
 
-    thread = threading.Thread(target=beat, name="predcache-lease", daemon=True)
+    with _in_background(beat, "predcache-lease", stop):
+        yield
+
+
+@contextmanager
+def _in_background(target: Callable[[], None], name: str, stop: threading.Event) -> Iterator[None]:
+    """Run ``target`` in a daemon thread while the block runs; then set ``stop`` and join it."""
+    thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
     try:
         yield

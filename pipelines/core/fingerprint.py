@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.core.keys import HASH_SEED, _xxh64_fixed_length
+from pipelines.core.keys import HASH_SEED, _xxh64_fixed_length, hash_bytes
 
 _U = np.uint64
 
@@ -48,30 +48,6 @@ def _fixed_bytes(values: pa.Array) -> np.ndarray:
     return ints.view(np.uint8).reshape(len(ints), ints.dtype.itemsize)
 
 
-def _chain_strings(values: pa.Array, seeds: np.ndarray) -> np.ndarray:
-    if pa.types.is_large_string(values.type) or pa.types.is_large_binary(values.type):
-        offset_type: type = np.int64
-    else:
-        offset_type = np.int32
-    n = len(values)
-    _, offsets_buf, data_buf = values.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=offset_type)[values.offset : values.offset + n + 1].astype(
-        np.int64
-    )
-    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-    lengths = np.diff(offsets)
-    out = seeds.copy()
-    valid = pc.is_valid(values).to_numpy(zero_copy_only=False)
-    for length in np.unique(lengths[valid]):
-        rows = np.flatnonzero(valid & (lengths == length))
-        if length:
-            block = np.lib.stride_tricks.sliding_window_view(data, int(length))[offsets[rows]]
-        else:
-            block = np.zeros((len(rows), 0), np.uint8)
-        out[rows] = _xxh64_fixed_length(block, seeds[rows])
-    return out
-
-
 def _chain(values: pa.Array, seeds: np.ndarray) -> np.ndarray:
     """Hash ``values`` with one seed per row; nulls keep their seed."""
     kind = values.type
@@ -79,7 +55,7 @@ def _chain(values: pa.Array, seeds: np.ndarray) -> np.ndarray:
         values = values.cast(kind.value_type)
         kind = values.type
     if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind):
-        return _chain_strings(values, seeds)
+        return hash_bytes(values, seeds)
     if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
         return _chain_lists(values, seeds)
     valid = pc.is_valid(values).to_numpy(zero_copy_only=False)

@@ -86,6 +86,34 @@ def _xxh64_fixed_length(block: np.ndarray, seed: int | np.ndarray) -> np.ndarray
     return h ^ (h >> _U(32))
 
 
+def hash_bytes(values: pa.Array, seeds: np.ndarray) -> np.ndarray:
+    """XXH64 of each value's bytes (string or binary array) with one uint64 seed per row; a null
+    keeps its seed. Groups values by byte length and hashes each group as whole numpy columns."""
+    n = len(values)
+    large = pa.types.is_large_string(values.type) or pa.types.is_large_binary(values.type)
+    _, offsets_buf, data_buf = values.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64 if large else np.int32)[
+        values.offset : values.offset + n + 1
+    ].astype(np.int64)
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    lengths = np.diff(offsets)
+    valid = (
+        np.ones(n, dtype=bool)
+        if values.null_count == 0
+        else pc.is_valid(values).to_numpy(zero_copy_only=False)
+    )
+    out = np.array(seeds, dtype=_U, copy=True)
+    for length in np.unique(lengths[valid]):
+        rows = np.flatnonzero(valid & (lengths == length))
+        if length:
+            # Row gather of L-byte windows (one memcpy per value), not an (n, L) index matrix.
+            block = np.lib.stride_tricks.sliding_window_view(data, int(length))[offsets[rows]]
+        else:
+            block = np.zeros((len(rows), 0), np.uint8)
+        out[rows] = _xxh64_fixed_length(block, out[rows])
+    return out
+
+
 def key_hash(keys: pa.Array | pa.ChunkedArray, *, seed: int = HASH_SEED) -> np.ndarray:
     """Signed 64-bit XXH64 of each key (see module docstring); null keys give 0.
 
@@ -100,26 +128,7 @@ def key_hash(keys: pa.Array | pa.ChunkedArray, *, seed: int = HASH_SEED) -> np.n
         keys = keys.combine_chunks() if keys.num_chunks != 1 else keys.chunk(0)
     if not (pa.types.is_string(keys.type) or pa.types.is_large_string(keys.type)):
         keys = keys.cast(pa.string())
-    n = len(keys)
-    out = np.full(n, NULL_KEY_HASH, dtype=_U)
-    if n == 0:
-        return out.view(np.int64)
-    offset_type = np.int64 if pa.types.is_large_string(keys.type) else np.int32
-    _, offsets_buf, data_buf = keys.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=offset_type)[keys.offset : keys.offset + n + 1].astype(
-        np.int64
-    )
-    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-    lengths = np.diff(offsets)
-    valid = (
-        np.ones(n, dtype=bool) if keys.null_count == 0 else pc.is_valid(keys).to_numpy(zero_copy_only=False)
-    )
-    for length in np.unique(lengths[valid]):
-        rows = np.flatnonzero(valid & (lengths == length))
-        if length:
-            # Row gather of L-byte windows (one memcpy per key), not an (n, L) index matrix.
-            block = np.lib.stride_tricks.sliding_window_view(data, int(length))[offsets[rows]]
-        else:
-            block = np.zeros((len(rows), 0), np.uint8)
-        out[rows] = _xxh64_fixed_length(block, seed)
-    return out.view(np.int64)
+    hashes = hash_bytes(keys, np.full(len(keys), seed & _MASK, dtype=_U))
+    if keys.null_count:
+        hashes[pc.is_null(keys).to_numpy(zero_copy_only=False)] = NULL_KEY_HASH
+    return hashes.view(np.int64)
