@@ -9,7 +9,7 @@ METHOD = """\
 ## What was measured
 
 All scenarios score the same synthetic input (`pipelines.data.synth`: the real 2013 NYC flights
-replicated under new keys `"{flight_id}#r{k}"`, one folder per day) with the same model file
+replicated under new keys `"{flight_id}:r{k}"`, one folder per day) with the same model file
 (`flights_delay`, static QDQ int8, the default signature) into the same PostgreSQL server, each on a
 fresh database, each in its own process tree. Rates are **input rows per second** over the wall time
 of the whole process (start-up included); peak RSS is the sum over the process tree (sampled every

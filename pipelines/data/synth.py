@@ -3,8 +3,8 @@
 The recipe (deterministic, no randomness):
 
 * Take every real flight (``load_flights_table``: 336,776 rows, sorted by ``flight_id``, so by day).
-* Replica ``k`` is every real row with its key rewritten to ``f"{flight_id}#r{k}"``, e.g.
-  ``"2013-01-01_UA1545_EWR#r3"``; all other columns are the real ones (bad rows stay bad: a
+* Replica ``k`` is every real row with its key rewritten to ``f"{flight_id}:r{k}"``, e.g.
+  ``"2013-01-01_UA1545_EWR:r3"``; all other columns are the real ones (bad rows stay bad: a
   flight with missing weather is rejected by the scorer in every replica, as in the real data).
 * ``rows = full * 336,776 + rest``: replicas ``0 .. full-1`` are complete; replica ``full`` holds
   ``rest`` real rows spread evenly over the year (row ``(i * 336,776) // rest`` for ``i < rest``).
@@ -36,18 +36,18 @@ from pipelines.errors import InputError
 FILE_ROWS = 131_072
 #: Marker of a synth output folder (a rerun may replace its day folders, nothing else).
 MARKER_FILE = "_synth.json"
-RECIPE = 'real flights, key f"{flight_id}#r{k}" for replica k; last replica spread evenly'
+RECIPE = 'real flights, key f"{flight_id}:r{k}" for replica k; last replica spread evenly'
 _DAY_FOLDER = re.compile(r"^date=\d{4}-\d{2}-\d{2}$")
 
 
 def replica_key(flight_id: str, replica: int) -> str:
     """The synthetic key of a real flight in replica ``replica``."""
-    return f"{flight_id}#r{replica}"
+    return f"{flight_id}:r{replica}"
 
 
 def _with_replica_key(rows: pa.Table, replica: int) -> pa.Table:
     index = rows.schema.get_field_index(FLIGHT_KEY)
-    keys = pc.binary_join_element_wise(rows.column(FLIGHT_KEY), f"#r{replica}", "")
+    keys = pc.binary_join_element_wise(rows.column(FLIGHT_KEY), f":r{replica}", "")
     return rows.set_column(index, FLIGHT_KEY, keys)
 
 

