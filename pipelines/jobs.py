@@ -245,6 +245,13 @@ def _lease_heartbeat(url: str, run_id: int, owner: str, lease_seconds: float) ->
         yield
 
 
+def _running_mode(settings: Settings) -> dict[str, Any]:
+    """Beam engine options for a DirectRunner mode chosen in settings (``auto``: the engine decides)."""
+    if settings.beam_running_mode == "auto":
+        return {}
+    return {"direct_running_mode": settings.beam_running_mode, "in_process_max_rows": 0}
+
+
 @contextmanager
 def _in_background(target: Callable[[], None], name: str, stop: threading.Event) -> Iterator[None]:
     """Run ``target`` in a daemon thread while the block runs; then set ``stop`` and join it."""
@@ -347,6 +354,7 @@ def score_run(
         engine_options={
             "spark_master": settings.spark_master,
             "scratch_uri": settings.scratch,
+            **_running_mode(settings),
             "ship_dir": str(settings.home / "shipping"),  # code archives for cluster workers
             **(engine_options or {}),
         },

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +46,9 @@ class Settings(BaseSettings):
         ort_threads: Intra-op threads of each onnxruntime session (one session per process).
         workers: Parallel worker processes of the engine (Beam direct_num_workers).
         max_reject_fraction: A run whose rejected share exceeds this fails its verify step.
+        beam_running_mode: The DirectRunner's mode: ``auto`` (one thread for runs of at most
+            50,000 rows, else ``multi_threading``), or ``in_memory``, ``multi_threading``,
+            ``multi_processing`` (worker processes) for every run.
         scratch_uri: Where Beam's read stage leaves each shard's pieces (Arrow IPC) for the score
             stage: a local folder or any pyarrow filesystem URI (``s3://bucket/prefix``) that
             every worker can reach. Unset: ``home/scratch``.
@@ -83,6 +86,7 @@ class Settings(BaseSettings):
     ort_threads: int = Field(default=DEFAULT_ORT_THREADS, ge=1)
     workers: int = Field(default=2, ge=1)
     max_reject_fraction: float = Field(default=DEFAULT_MAX_REJECT_FRACTION, ge=0.0, le=1.0)
+    beam_running_mode: Literal["auto", "in_memory", "multi_threading", "multi_processing"] = "auto"
     scratch_uri: str | None = None
     max_row_group_rows: int = Field(default=DEFAULT_MAX_ROW_GROUP_ROWS, ge=1)
     spark_master: str = "local[*]"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -152,13 +153,12 @@ def test_a_runs_scratch_pieces_are_gone_once_its_shards_are_stored(
 
 
 def test_a_killed_attempts_scratch_is_cleaned_when_the_run_resumes(
-    database_url, settings_for, flights_dir
+    database_url, settings_for, flights_dir, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
     settings = settings_for(database_url)
-    day = flights_dir / "date=2013-07-06"
+    day = shutil.copytree(flights_dir / "date=2013-07-06", tmp_path / "day")  # an input no other test ran
     request = RunRequest(model=MODEL, input=day, shard_rows=100)
-    # A new run even if another test of this module finished this day already.
-    run_id = plan_run(settings, RunRequest(model=MODEL, input=day, shard_rows=100, rerun=True)).run_id
+    run_id = plan_run(settings, request).run_id
     with connection(database_url) as conn:
         shard_ids = [s.shard_id for s in ledger.planned_shards(conn, run_id, pending_only=False)]
     failing = RunRequest(  # worker processes this time: their pieces outlive them the same way
@@ -180,7 +180,7 @@ def test_a_killed_attempts_scratch_is_cleaned_when_the_run_resumes(
 def test_a_run_killed_with_sigkill_midway_resumes_to_every_row_once_and_leaves_no_scratch(
     database_url, flights_dir, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
-    day = flights_dir / "date=2013-07-07"
+    day = shutil.copytree(flights_dir / "date=2013-07-07", tmp_path / "day")  # an input no other test ran
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREDCACHE_")}
     env.update(PREDCACHE_DATABASE_URL=database_url, PREDCACHE_HOME=str(home), PREDCACHE_SHARD_ROWS="20")
@@ -202,7 +202,7 @@ def test_a_run_killed_with_sigkill_midway_resumes_to_every_row_once_and_leaves_n
             os.killpg(proc.pid, signal.SIGKILL)
             break
         time.sleep(0.05)
-    proc.wait(timeout=60)
+    proc.communicate(timeout=60)
     assert 3 <= done < total, "the run finished before it could be killed midway"
     resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -161,10 +161,17 @@ WORKER_KILL_POINTS = ["shard.before_write", "shard.after_marker", "shard.after_c
 @pytest.mark.parametrize("point", WORKER_KILL_POINTS)
 def test_kill_9_of_a_worker_then_a_rerun_stores_every_key_once(case, tally, point: str) -> None:  # type: ignore[no-untyped-def]
     server, faults_dir, folder, keys, base = case
-    env = {**base, "PREDCACHE_FAULTS": f"{point}@2=pause", "PREDCACHE_FAULTS_DIR": str(faults_dir)}
+    env = {
+        **base,
+        "PREDCACHE_FAULTS": f"{point}@2=pause",
+        "PREDCACHE_FAULTS_DIR": str(faults_dir),
+        "PREDCACHE_BEAM_RUNNING_MODE": "multi_processing",  # a worker process to kill
+    }
     proc = _start(folder, env)
     worker = _wait_paused(faults_dir, point, proc)
-    assert worker != proc.pid
+    if worker == proc.pid:
+        _kill_group(proc)
+        pytest.fail("the fault paused in the CLI process, not in a worker process")
     os.kill(worker, signal.SIGKILL)
     (faults_dir / "release").touch()
     _finish(proc, timeout=15)  # the Beam DirectRunner waits forever for a dead worker
