@@ -11,7 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import ConfigError, PredcacheError
+from pipelines.errors import ConfigError, PredcacheError, flat_message
 from pipelines.settings import Settings
 
 EXIT_USAGE = 2
@@ -696,7 +696,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug or not _is_driver_error(exc):
             raise
-        detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+        detail = flat_message(exc, limit=300)
         print(
             f"predcache: error: database error ({detail}); check that PostgreSQL is up, "
             "then rerun the same command (runs resume)",

@@ -170,9 +170,7 @@ def _key_batches(path: Path, key: str, batch_rows: int) -> Iterator[pa.RecordBat
     try:
         yield from handle.iter_batches(batch_size=batch_rows, columns=[key])
     except (pa.ArrowException, OSError) as exc:
-        raise InputError(
-            f"{path} could not be read ({str(exc).splitlines()[0]}); replace or remove it"
-        ) from exc
+        raise InputError(f"{path} could not be read ({one_line(exc)}); replace or remove it") from exc
 
 
 def group_files(files: list[Path], groups: int) -> list[list[Path]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipelines.core.card import BATCH, InputDType, InputSpec
-from pipelines.errors import ModelCardError
+from pipelines.errors import ModelCardError, flat_message
 
 if TYPE_CHECKING:
     import onnx
@@ -43,7 +43,7 @@ def load_graph(path: Path) -> onnx.ModelProto:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
     except Exception as exc:  # onnx raises DecodeError, ValidationError, ...
-        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+        detail = flat_message(exc, limit=200)
         raise ModelCardError(f"{path} does not load as an ONNX model ({detail}); export it again") from exc
     return model
 

@@ -29,7 +29,7 @@ from pipelines.core.model import ONNX_TO_DTYPE, model_versions, predict_outputs,
 from pipelines.core.outputs import label_values, score_values
 from pipelines.core.stats import column_stats
 from pipelines.core.validate import validate
-from pipelines.errors import InputError, ModelCardError
+from pipelines.errors import InputError, ModelCardError, flat_message
 from pipelines.modeling.artifacts import FP32_FILE, INT8_FILE, artifact, save_onnx, write_card
 from pipelines.modeling.designation import default_score, label_output, parse_score
 from pipelines.modeling.fidelity import DEFAULT_TIMING_REPEATS, THRESHOLDS, judge_int8, task_metrics
@@ -245,7 +245,7 @@ def write_imported(out_dir: Path, request: ImportRequest, *, version: str) -> Ca
     try:
         fp32 = open_session(fp32_path)
     except Exception as exc:  # onnxruntime raises its own untyped errors
-        detail = " ".join(str(exc).split())[:200]
+        detail = flat_message(exc, limit=200)
         raise ModelCardError(f"onnxruntime cannot load the graph ({detail}); export it again") from exc
     outputs = _output_specs(fp32, draft, calibration.slice(0, 64))
     score = parse_score(request.score, outputs) if request.score else default_score(outputs)

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from pipelines.core.card import Card
 from pipelines.core.validate import check_schema, validate
-from pipelines.errors import InputError
+from pipelines.errors import InputError, one_line
 
 #: A Parquet file, or rows already in memory (recipes).
 Source: TypeAlias = "Path | pa.Table"
@@ -32,7 +32,7 @@ def _read(source: Source, columns: list[str], *, what: str) -> pa.Table:
         handle = pq.ParquetFile(source)
         return handle.read(columns=columns)
     except (pa.ArrowException, OSError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        detail = one_line(exc)
         raise InputError(f"the {what} file {source} cannot be read as Parquet ({detail})") from exc
 
 
@@ -42,7 +42,7 @@ def _schema(source: Source, *, what: str) -> pa.Schema:
     try:
         return pq.ParquetFile(source).schema_arrow
     except (pa.ArrowException, OSError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        detail = one_line(exc)
         raise InputError(f"the {what} file {source} cannot be read as Parquet ({detail})") from exc
 
 

@@ -22,7 +22,7 @@ from psycopg import sql
 
 from pipelines.core.outputs import columns_to_store
 from pipelines.core.score import ShardResult
-from pipelines.errors import RowDataError, StoreError, TransientStoreError
+from pipelines.errors import RowDataError, StoreError, TransientStoreError, flat_message
 from pipelines.faults import fault_point
 from pipelines.store.binary_copy import encode
 from pipelines.store.ledger import partition_name
@@ -154,7 +154,7 @@ def write_shard(
 
 def classify(exc: psycopg.Error, *, run_id: int, result: ShardResult) -> StoreError:
     """The error to raise for a failed shard write: data (names the row), transient, or other."""
-    detail = " ".join(str(exc).split())[:300]
+    detail = flat_message(exc, limit=300)
     where = f"shard {result.shard_id} of run {run_id}"
     state = exc.sqlstate or ""
     if isinstance(exc, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled) or (
