@@ -4,8 +4,9 @@ The rows are validated and coerced exactly as the scorer does it (``core.validat
 ranges, the gate and the reference statistics see what scoring will see. The file is read and
 validated ``READ_BATCH_ROWS`` rows at a time: memory holds the valid rows (coerced, in Arrow), every
 row's key (to find keys repeated across batches) and one batch of raw columns, not the whole file as
-read plus its validation's intermediate arrays. A Parquet reader cannot read less than a row group:
-a file written as one row group (pyarrow's default up to 1Mi rows) costs that row group's columns.
+read plus its validation's intermediate arrays. A Parquet reader decodes a whole row group at a
+time, so a file written as one row group (pyarrow's default up to 1Mi rows) costs about twice that
+row group's columns (measured on 100k rows of 18 columns: Arrow's peak 49 MB; 7 MB in 10k-row groups).
 """
 
 from __future__ import annotations
