@@ -61,10 +61,9 @@ def test_batches_keep_exactly_the_rows_and_labels_of_the_whole_file(tmp_path: Pa
     pq.write_table(table, path, row_group_size=50)
     good, truth = usable_rows(path, DRAFT, label_column="y", what="calibration", batch_rows=batch_rows)
     want_good, want_truth = _whole_file(table)
-    assert (
-        good.num_rows == want_good.num_rows == 300 - 4 - 1 - 1 - 2
-    )  # repeated keys, null key, NaN, null labels
-    assert good.equals(want_good) and np.array_equal(truth, want_truth)
+    rejected = 4 + 1 + 1 + 2  # repeated keys, a null key, a NaN, null labels
+    assert good.num_rows == want_good.num_rows == 300 - rejected
+    assert truth is not None and good.equals(want_good) and np.array_equal(truth, want_truth)
 
 
 def test_an_empty_file_has_no_usable_rows(tmp_path: Path) -> None:
