@@ -6,6 +6,10 @@ label output (or of the argmax of the output ``score`` is taken from), the task 
 labels are given (AUC for binary, accuracy for multi-class, RMSE for regression), batch invariance
 (rows alone vs in one batch, bit for bit), and the int8 speed-up (``gate.best_times``).
 int8 becomes the default signature only when every check passes.
+
+Memory does not grow with the holdout's width of outputs or activations: both models score it in
+batches keeping three numbers per row (``scoring.score_rows``), and the speed is timed on at most
+``MAX_TIMING_ROWS`` rows, whose feeds are the only ones built ahead.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipelines.core.model import predict_outputs
-from pipelines.core.outputs import label_values, score_values
 from pipelines.modeling.gate import batch_feeds, best_times, timings
+from pipelines.modeling.scoring import Scored, score_rows
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -35,6 +39,9 @@ MAX_RMSE_INCREASE = 0.05
 MIN_INT8_SPEEDUP = 1.0
 INVARIANCE_ROWS = 64
 DEFAULT_TIMING_REPEATS = 10
+#: Holdout rows the speed is timed on (the importer's largest default holdout, so an import without
+#: ``--holdout`` times every holdout row; a larger holdout file is timed on its first rows).
+MAX_TIMING_ROWS = 10_000
 THRESHOLDS: dict[str, float] = {
     "min_spearman": MIN_SPEARMAN,
     "min_agreement": MIN_AGREEMENT,
@@ -56,26 +63,17 @@ class GateResult:
     timings: dict[str, Any]
 
 
-def _agreeing_classes(card: Card, outputs: dict[str, np.ndarray]) -> np.ndarray | None:
-    labels = label_values(card, outputs)
-    if labels is not None:
-        return labels
-    values = outputs[card.score_spec.output]
-    return values.argmax(axis=1) if values.ndim == 2 and values.shape[0] else None
-
-
-def task_metrics(card: Card, outputs: dict[str, np.ndarray], truth: np.ndarray) -> dict[str, float]:
+def task_metrics(scored: Scored, truth: np.ndarray) -> dict[str, float]:
     """AUC (binary), accuracy (multi-class) or RMSE (regression) against the true labels."""
     from sklearn.metrics import roc_auc_score
 
-    score = score_values(card, outputs).astype(np.float64)
-    classes = _agreeing_classes(card, outputs)
-    if classes is None:
-        return {"rmse": float(np.sqrt(np.mean((score - truth.astype(np.float64)) ** 2)))}
+    if scored.classes is None:
+        return {"rmse": float(np.sqrt(np.mean((scored.score - truth.astype(np.float64)) ** 2)))}
     distinct = np.unique(truth)
+    accuracy = float(np.mean(scored.classes == truth))
     if len(distinct) == 2:
-        return {"auc": float(roc_auc_score(truth, score)), "accuracy": float(np.mean(classes == truth))}
-    return {"accuracy": float(np.mean(classes == truth))}
+        return {"auc": float(roc_auc_score(truth, scored.score)), "accuracy": accuracy}
+    return {"accuracy": accuracy}
 
 
 def batch_invariant(session: ort.InferenceSession, card: Card, holdout: pa.Table) -> bool:
@@ -99,10 +97,9 @@ def judge_int8(
     """Compare ``int8`` with ``fp32`` on ``holdout`` (valid rows, coerced) and apply the thresholds."""
     from scipy.stats import spearmanr
 
-    base = predict_outputs(fp32, card, holdout, batch_rows=batch_rows)
-    quant = predict_outputs(int8, card, holdout, batch_rows=batch_rows)
-    s32 = score_values(card, base).astype(np.float64)
-    s8 = score_values(card, quant).astype(np.float64)
+    base = score_rows(fp32, card, holdout, batch_rows=batch_rows)
+    quant = score_rows(int8, card, holdout, batch_rows=batch_rows)
+    s32, s8 = base.score, quant.score
     diff = np.abs(s8 - s32)
     spread = float(np.max(s32) - np.min(s32)) if len(s32) else 0.0
     relative = float(diff.max() / spread) if spread > 0 else float(diff.max() > 0)
@@ -125,7 +122,7 @@ def judge_int8(
             f"{'<=' if relative <= MAX_RELATIVE_SCORE_DIFF else '>'} {MAX_RELATIVE_SCORE_DIFF}",
         ),
     ]
-    classes32, classes8 = _agreeing_classes(card, base), _agreeing_classes(card, quant)
+    classes32, classes8 = base.classes, quant.classes
     if classes32 is not None and classes8 is not None:
         agreement = float(np.mean(classes32 == classes8))
         figures["agreement"] = round(agreement, 6)
@@ -137,7 +134,7 @@ def judge_int8(
         )
     metrics: dict[str, dict[str, float]] = {}
     if truth is not None:
-        metrics = {"fp32": task_metrics(card, base, truth), "int8": task_metrics(card, quant, truth)}
+        metrics = {"fp32": task_metrics(base, truth), "int8": task_metrics(quant, truth)}
         for name, value32 in metrics["fp32"].items():
             value8 = metrics["int8"][name]
             if name == "rmse":
@@ -149,7 +146,8 @@ def judge_int8(
     invariant = batch_invariant(int8, card, holdout)
     figures["batch_invariant"] = invariant
     checks.append((invariant, f"int8 outputs {'' if invariant else 'NOT '}bit-identical alone vs in a batch"))
-    feeds = batch_feeds(card, holdout, batch_rows=batch_rows)
+    timed = holdout.slice(0, MAX_TIMING_ROWS)
+    feeds = batch_feeds(card, timed, batch_rows=batch_rows)
     seconds = best_times({"fp32": fp32, "int8": int8}, feeds, repeats=repeats)
     speedup = seconds["fp32"] / seconds["int8"]
     figures["int8_speedup"] = round(speedup, 4)
@@ -170,5 +168,5 @@ def judge_int8(
         reason=reason,
         figures=figures,
         metrics=metrics,
-        timings=timings(seconds, holdout.num_rows, batches=len(feeds), repeats=repeats),
+        timings=timings(seconds, timed.num_rows, batches=len(feeds), repeats=repeats),
     )

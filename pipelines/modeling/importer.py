@@ -9,6 +9,13 @@ What an import writes: ``model.onnx`` (the graph as given, a ZipMap output unwra
 probability tensor), ``model.int8.onnx`` (static calibrated QDQ int8, when the graph has MatMul/Gemm
 ops), and ``card.json`` (inputs and how each is fed, outputs, key, score designation, signatures,
 checksums, the gate and reference statistics from the calibration rows).
+
+Memory: the calibration and holdout files are read and validated in batches (``rows``), and only
+their valid rows are kept, in Arrow (16 float features are about 100 bytes a row). Everything
+computed from them streams: the calibrator takes them in strides (``quantize``), the gate and the
+reference statistics score them in batches keeping a few numbers per row (``scoring``), and the
+speed is timed on a bounded number of rows (``fidelity``). Nothing grows with rows x activation or
+output width; ``benchmarks/calibration_memory.py`` measures it.
 """
 
 from __future__ import annotations
@@ -25,8 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.core.card import BATCH, DEFAULT_SIGNATURE, Card, OutputSpec, Shape
-from pipelines.core.model import ONNX_TO_DTYPE, model_versions, predict_outputs, to_feed
-from pipelines.core.outputs import label_values, score_values
+from pipelines.core.model import ONNX_TO_DTYPE, model_versions, to_feed
 from pipelines.core.stats import column_stats
 from pipelines.core.validate import validate
 from pipelines.errors import InputError, ModelCardError, flat_message
@@ -44,10 +50,12 @@ from pipelines.modeling.graph import (
 )
 from pipelines.modeling.quantize import QuantSettings, quantize_model
 from pipelines.modeling.rows import Source, usable_rows
+from pipelines.modeling.scoring import score_rows
 from pipelines.settings import DEFAULT_BATCH_ROWS
 
 if TYPE_CHECKING:
     import onnx
+    import onnxruntime as ort
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -257,6 +265,7 @@ def write_imported(out_dir: Path, request: ImportRequest, *, version: str) -> Ca
 
     quant_report: dict[str, Any]
     default_file = FP32_FILE
+    sessions = {FP32_FILE: fp32}
     gate: dict[str, Any]
     metrics: dict[str, Any] = {}
     if not quantizable(graph):
@@ -270,10 +279,11 @@ def write_imported(out_dir: Path, request: ImportRequest, *, version: str) -> Ca
             quant_report["reason"] = reason
             gate = {"passed": False, "reason": reason}
         else:
+            sessions[INT8_FILE] = open_session(int8_path)
             result = judge_int8(
                 card,
                 fp32,
-                open_session(int8_path),
+                sessions[INT8_FILE],
                 holdout,
                 holdout_truth,
                 batch_rows=DEFAULT_BATCH_ROWS,
@@ -292,7 +302,7 @@ def write_imported(out_dir: Path, request: ImportRequest, *, version: str) -> Ca
     if holdout_truth is not None and not metrics:
         metrics = {
             "fp32": task_metrics(
-                card, predict_outputs(fp32, card, holdout, batch_rows=DEFAULT_BATCH_ROWS), holdout_truth
+                score_rows(fp32, card, holdout, batch_rows=DEFAULT_BATCH_ROWS), holdout_truth
             )
         }
     files = [FP32_FILE, *([INT8_FILE] if int8_path.exists() else [])]
@@ -335,7 +345,7 @@ def write_imported(out_dir: Path, request: ImportRequest, *, version: str) -> Ca
             **{kind: {k: round(v, 6) for k, v in values.items()} for kind, values in metrics.items()},
         },
         quantization={**quant_report, "gate": gate},
-        reference_stats=_reference_stats(card, out_dir / default_file, reference),
+        reference_stats=_reference_stats(card, sessions[default_file], reference),
         opset=opset(graph),
         onnxruntime_version=ort.__version__,
     )
@@ -362,12 +372,11 @@ def _quantize(
     return {"method": "none", "error": "; ".join(errors)}
 
 
-def _reference_stats(card: Card, model_path: Path, table: pa.Table) -> dict[str, Any]:
+def _reference_stats(card: Card, session: ort.InferenceSession, table: pa.Table) -> dict[str, Any]:
     """Statistics of the scalar input columns (coerced, as the scorer sees them), score and label."""
-    outputs = predict_outputs(open_session(model_path), card, table, batch_rows=DEFAULT_BATCH_ROWS)
-    scored = {"score": pa.array(score_values(card, outputs))}
-    label = label_values(card, outputs)
-    if label is not None:
-        scored["label"] = pa.array(label)
+    scored = score_rows(session, card, table, batch_rows=DEFAULT_BATCH_ROWS)
+    outputs = {"score": pa.array(scored.score)}
+    if scored.label is not None:
+        outputs["label"] = pa.array(scored.label)
     columns = card.scalar_columns
-    return {**column_stats(table.select(columns), columns), **column_stats(pa.table(scored), list(scored))}
+    return {**column_stats(table.select(columns), columns), **column_stats(pa.table(outputs), list(outputs))}

@@ -4,6 +4,32 @@ Static, not dynamic: dynamic quantization computes activation scales per batch, 
 would depend on which rows share its batch. With scales fixed at calibration time a row's int8
 score is the same at any batch size. Only MatMul/Gemm are quantized; the featurization ops
 (ai.onnx.ml OneHotEncoder, Scaler, ...) stay float.
+
+Calibration memory (read in onnxruntime 1.31's ``quantization/calibrate.py``): the calibrator runs
+a copy of the graph with extra outputs on each batch the reader gives and keeps those outputs until
+its ``collect_data`` returns.
+
+* MinMax adds a ReduceMin and a ReduceMax (over every axis, ``keepdims``) behind each calibrated
+  tensor, so what it keeps per batch is two numbers per tensor, not activations: its memory never
+  grew with rows x activation width. ``CalibMaxIntermediateOutputs``, which this module used to set,
+  bounds only that list of numbers, and it does so by *dropping* the held batches without merging
+  their ranges (``clear_collected_data`` with no ``compute_data``; the fix, onnxruntime PR 20226, was
+  never merged): at 16, of the 88 batches of a 100k-row import only the last 8 set the ranges, and
+  a multiple of 16 batches raised "No data is collected".
+* Percentile, Entropy and Distribution add every calibrated tensor itself as an output and keep all
+  of them, for every batch, until ``collect_data`` ends (``CalibMaxIntermediateOutputs`` is ignored),
+  then copy them once more into one array to histogram: rows x (sum of activation widths) x 4 bytes,
+  twice (an MLP with hidden layers (512, 512), Percentile: 1,532 MB peak at 102,400 rows, 373 MB at
+  10,240); and they failed outright when the last batch was shorter than the others.
+
+So the rows go to the calibrator in strides: the reader counts strides of
+``CALIBRATION_STRIDE_BATCHES`` batches, and ``CalibStridedMinMax=1`` (despite its name, honoured for
+every method) makes ``quantize_static`` call ``collect_data`` once per stride. After each stride
+MinMax merges its ranges (min of minima, max of maxima: exactly the ranges of all rows) and the
+histogram methods add the stride to their histograms (bins set by the first stride, widened as
+needed, so their ranges may differ slightly from one pass over every row), then both drop the
+stride's outputs. Memory is bounded by one stride whatever the rows (the same MLP, Percentile: 389 MB
+peak at 100,000 rows, 362 MB at 10,000; ``benchmarks/calibration_memory.py``).
 """
 
 from __future__ import annotations
@@ -29,9 +55,9 @@ from pipelines.errors import one_line
 
 METHOD = "static QDQ int8"
 CALIBRATION_BATCH_ROWS = 1_024
-#: Calibration batches whose activations are held before their ranges are merged (MinMax merges
-#: exactly), so 100k calibration rows need the memory of 16k, not of 100k.
-CALIBRATION_STRIDE_BATCHES = 16
+#: Calibration batches per stride (see the module docstring): the histogram methods hold one stride's
+#: activations, 8,192 rows x (sum of activation widths) x 4 bytes; MinMax holds two numbers per tensor.
+CALIBRATION_STRIDE_BATCHES = 8
 QUANTIZED_OP_TYPES = ("MatMul", "Gemm")
 
 IntType = Literal["QUInt8", "QInt8"]
@@ -72,23 +98,48 @@ class QuantSettings:
 
 
 class TableCalibrationReader(CalibrationDataReader):  # type: ignore[misc]
-    """Feeds fixed calibration rows to the calibrator in batches, exactly as the scorer feeds them."""
+    """Feeds fixed calibration rows to the calibrator in batches, one stride at a time.
 
-    def __init__(self, card: Card, table: pa.Table, *, batch_rows: int = CALIBRATION_BATCH_ROWS) -> None:
+    ``len()`` is the number of strides; ``set_range(i, j)`` selects strides ``i`` to ``j - 1``, which
+    ``quantize_static`` does before each ``collect_data`` when ``CalibStridedMinMax`` is 1. A stride
+    is up to ``stride_batches`` full batches; a last, shorter batch is a stride of its own, because
+    the histogram methods stack a stride's outputs into one array and refuse batches of two sizes.
+    A feed is built from a zero-copy slice of the table, exactly as the scorer builds its feeds,
+    only when the calibrator asks for it.
+    """
+
+    def __init__(
+        self,
+        card: Card,
+        table: pa.Table,
+        *,
+        batch_rows: int = CALIBRATION_BATCH_ROWS,
+        stride_batches: int = CALIBRATION_STRIDE_BATCHES,
+    ) -> None:
         self._card = card
         self._table = table
         self._batch_rows = batch_rows
-        self._start = 0
+        full = table.num_rows - table.num_rows % batch_rows
+        stride_rows = batch_rows * stride_batches
+        bounds = [(start, min(start + stride_rows, full)) for start in range(0, full, stride_rows)]
+        if full < table.num_rows or not bounds:
+            bounds.append((full, table.num_rows))
+        self._strides = bounds
+        self._start, self._end = 0, table.num_rows
+
+    def __len__(self) -> int:
+        return len(self._strides)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._start = self._strides[start_index][0]
+        self._end = self._strides[end_index - 1][1]
 
     def get_next(self) -> dict[str, Any] | None:
-        if self._start >= self._table.num_rows:
+        if self._start >= self._end:
             return None
-        batch = self._table.slice(self._start, self._batch_rows)
+        batch = self._table.slice(self._start, min(self._batch_rows, self._end - self._start))
         self._start += self._batch_rows
         return to_feed(self._card, batch)
-
-    def rewind(self) -> None:
-        self._start = 0
 
 
 def quantize_model(
@@ -129,7 +180,7 @@ def quantize_model(
             reduce_range=settings.reduce_range,
             op_types_to_quantize=list(QUANTIZED_OP_TYPES),
             calibrate_method=CalibrationMethod[settings.calibrate_method],
-            extra_options={"CalibMaxIntermediateOutputs": CALIBRATION_STRIDE_BATCHES},
+            extra_options={"CalibStridedMinMax": 1},
         )
     return report
 
