@@ -44,7 +44,7 @@ from pipelines.store.db import connection
 from pipelines.store.incremental import (
     check_same_schema,
     input_schema_text,
-    write_carried_pairs,
+    record_plan,
     write_tombstones,
 )
 from pipelines.store.publish import publish
@@ -262,7 +262,7 @@ def _plan_in_cache(
         )
         ledger.store_plan_rejects(conn, run_id, scan.rejects)
         if changes is not None:
-            write_carried_pairs(conn, run_id, changes.carried)
+            record_plan(conn, run_id, carried=changes.carried, input_stats=changes.input_stats)
     if changes is not None:
         refresh.adopt(changes, settings, run_id)
     fault_point("plan.after")

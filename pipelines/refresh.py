@@ -20,9 +20,12 @@ import numpy as np
 import psycopg
 import pyarrow.parquet as pq
 
+from pipelines.core.card import Card
 from pipelines.core.changes import PAIR, Basis, Changes, find_changes
 from pipelines.core.inputs import KEY_BATCH_ROWS
 from pipelines.core.model import Model
+from pipelines.core.stats import column_stats, merge_stats
+from pipelines.core.validate import validate
 from pipelines.errors import InputError
 from pipelines.settings import Settings
 from pipelines.store.incremental import basis_run, load_pairs
@@ -39,6 +42,8 @@ class RefreshPlan:
     #: Pairs the run stores as carried over (its unchanged rows, and absent keys unless pruned).
     carried: np.ndarray
     rows_unchanged: int
+    #: Statistics of every valid input row (unchanged and forwarded), as ``observe`` takes them.
+    input_stats: dict[str, Any] | None
 
 
 def _folder(settings: Settings) -> Path:
@@ -61,10 +66,23 @@ def version_id(conn: psycopg.Connection[Any], model: Model) -> int | None:
 
 
 def _compare(
-    conn: psycopg.Connection[Any], model: Model, files: list[Path], basis: int | None
+    conn: psycopg.Connection[Any], model: Model, files: list[Path], basis: int | None, *, workers: int
 ) -> tuple[Changes, Basis]:
     pairs = Basis(load_pairs(conn, basis) if basis is not None else np.empty(0, PAIR))
-    return find_changes(files, model.card, pairs, batch_rows=KEY_BATCH_ROWS), pairs
+    changes = find_changes(files, model.card, pairs, batch_rows=KEY_BATCH_ROWS, workers=workers)
+    return changes, pairs
+
+
+def _input_stats(changes: Changes, card: Card) -> dict[str, Any] | None:
+    """The unchanged rows' statistics plus the valid forwarded rows' (exactly the rows a full
+    run's ``observe`` would count: validation splits the forwarded rows as their shards will)."""
+    if changes.unchanged_stats is None:
+        return None
+    parts = [changes.unchanged_stats] if changes.unchanged_stats else []
+    good = validate(changes.forwarded, card).good.select(card.scalar_columns)
+    if good.num_rows:
+        parts.append(column_stats(good, card.scalar_columns, reference=card.reference_stats))
+    return merge_stats(parts) if parts else None
 
 
 def _write(changes: Changes, path: Path, settings: Settings) -> None:
@@ -85,11 +103,11 @@ def plan_refresh(
     """Compare ``files`` with the newest published run of this version (see the module docstring)."""
     registered = version_id(conn, model)
     basis = basis_run(conn, version_id=registered, signature=model.signature) if registered else None
-    changes, pairs = _compare(conn, model, files, basis)
+    changes, pairs = _compare(conn, model, files, basis, workers=settings.workers)
     path = _folder(settings) / f"plan-{uuid.uuid4().hex}.parquet"
     _write(changes, path, settings)
     carried = changes.unchanged if prune_missing else pairs.without(changes.forwarded_key_hashes(model.card))
-    return RefreshPlan(basis, path, carried, changes.rows_unchanged)
+    return RefreshPlan(basis, path, carried, changes.rows_unchanged, _input_stats(changes, model.card))
 
 
 def adopt(plan: RefreshPlan, settings: Settings, run_id: int) -> None:
@@ -116,7 +134,7 @@ def engine_files(
         return files
     path = run_file(settings, run.run_id)
     if not path.exists():
-        changes, _ = _compare(conn, model, files, run.basis_run_id)
+        changes, _ = _compare(conn, model, files, run.basis_run_id, workers=settings.workers)
         if changes.rows_unchanged != run.rows_unchanged_plan:
             raise InputError(
                 f"run {run.run_id} cannot be resumed: its rows to score are gone and its basis run "

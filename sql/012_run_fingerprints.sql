@@ -16,3 +16,6 @@ ALTER TABLE run_fingerprints ALTER COLUMN pairs SET STORAGE EXTERNAL;
 -- collect this one), and how many rows the planner found unchanged.
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS basis_run_id bigint;
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS rows_unchanged_plan bigint NOT NULL DEFAULT 0;
+-- An incremental run's input statistics, taken by the planner (it reads every row anyway):
+-- observing the run then does not read the snapshot again.
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS input_stats_plan jsonb;

@@ -15,7 +15,10 @@ streamed pass over the snapshot: read, hash the key, fingerprint the coerced inp
 
 from __future__ import annotations
 
+import multiprocessing
+import tempfile
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +29,13 @@ import pyarrow.parquet as pq
 
 from pipelines.core.card import Card
 from pipelines.core.fingerprint import fingerprint_columns, input_fingerprint
-from pipelines.core.inputs import iter_tables, unplannable
+from pipelines.core.inputs import group_files, iter_tables, unplannable
 from pipelines.core.keys import key_hash
+from pipelines.core.stats import ColumnStats, column_stats, merge_stats
 from pipelines.core.validate import coerce
+
+#: Below this much input the planner compares in its own process (starting workers costs more).
+PARALLEL_MIN_BYTES = 64 << 20
 
 #: One stored pair: little-endian signed 64-bit key hash, then the row's input fingerprint.
 PAIR = np.dtype([("key_hash", "<i8"), ("fp", "<i8")])
@@ -97,11 +104,15 @@ class Changes:
         forwarded: the rows to score, as read (the key and the model's input columns).
         unchanged: pairs of the rows found unchanged, sorted by key hash.
         rows: rows read in all.
+        unchanged_stats: statistics (``core.stats``, against the card's reference) of the
+            unchanged rows' coerced inputs; None when the card's reference does not cover every
+            scalar input (parts computed apart could not be added up).
     """
 
     forwarded: pa.Table
     unchanged: np.ndarray
     rows: int
+    unchanged_stats: dict[str, ColumnStats] | None = None
 
     @property
     def rows_unchanged(self) -> int:
@@ -111,24 +122,29 @@ class Changes:
         return key_hash(self.forwarded.column(card.key)) if self.forwarded.num_rows else np.empty(0, np.int64)
 
 
-def _matches(table: pa.Table, card: Card, basis: Basis, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(unchanged mask, fingerprints) of one batch; a batch an exact cast refuses matches nothing."""
-    try:
-        fingerprints = input_fingerprint(coerce(table, card), fingerprint_columns(card))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return np.zeros(table.num_rows, dtype=bool), np.zeros(table.num_rows, dtype=np.int64)
-    same = basis.matches(hashes, fingerprints)
-    bad_keys = unplannable(table.column(card.key)).to_numpy(zero_copy_only=False)
-    return same & ~bad_keys, fingerprints
+@dataclass(frozen=True)
+class _Part:
+    """What one group of files gave (a worker process's answer)."""
+
+    forwarded: list[pa.Table]
+    unchanged: np.ndarray
+    hashes: np.ndarray
+    rows: int
+    stats: list[dict[str, ColumnStats]]
 
 
-def find_changes(files: list[Path], card: Card, basis: Basis, *, batch_rows: int) -> Changes:
-    """Compare every row of ``files`` with ``basis`` (one streamed pass; see the module docstring)."""
-    columns = [card.key, *[c for c in card.columns if c != card.key]]
+def _with_stats(card: Card) -> bool:
+    return all(name in card.reference_stats for name in card.scalar_columns)
+
+
+def _scan(files: list[Path], card: Card, basis: Basis, batch_rows: int) -> _Part:
+    """Compare the rows of ``files`` with ``basis``, batch by batch."""
+    columns = _columns(card)
+    with_stats = _with_stats(card)
     forwarded: list[pa.Table] = []
-    kept_hashes: list[np.ndarray] = []
-    kept_fps: list[np.ndarray] = []
+    kept: list[np.ndarray] = []
     all_hashes: list[np.ndarray] = []
+    stats: list[dict[str, ColumnStats]] = []
     rows = 0
     for path in files:
         for table in iter_tables(path, columns, batch_rows=batch_rows):
@@ -138,32 +154,111 @@ def find_changes(files: list[Path], card: Card, basis: Basis, *, batch_rows: int
             if not len(basis):
                 forwarded.append(table)
                 continue
-            same, fingerprints = _matches(table, card, basis, hashes)
-            forwarded.append(table.filter(pa.array(~same)) if same.any() else table)
-            kept_hashes.append(hashes[same])
-            kept_fps.append(fingerprints[same])
-    unchanged = make_pairs(
-        np.concatenate(kept_hashes) if kept_hashes else np.empty(0, np.int64),
-        np.concatenate(kept_fps) if kept_fps else np.empty(0, np.int64),
+            try:
+                coerced = coerce(table, card)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # some value is invalid: rescore all
+                forwarded.append(table)
+                continue
+            fingerprints = input_fingerprint(coerced, fingerprint_columns(card))
+            bad_keys = unplannable(table.column(card.key)).to_numpy(zero_copy_only=False)
+            same = basis.matches(hashes, fingerprints) & ~bad_keys
+            if not same.any():
+                forwarded.append(table)
+                continue
+            mask = pa.array(same)
+            forwarded.append(table.filter(pc.invert(mask)))
+            pairs = np.empty(int(same.sum()), dtype=PAIR)
+            pairs["key_hash"], pairs["fp"] = hashes[same], fingerprints[same]
+            kept.append(pairs)
+            if with_stats:
+                scalar = coerced.filter(mask).select(card.scalar_columns)
+                stats.append(column_stats(scalar, card.scalar_columns, reference=card.reference_stats))
+    return _Part(
+        forwarded=forwarded,
+        unchanged=np.concatenate(kept) if kept else np.empty(0, PAIR),
+        hashes=np.concatenate(all_hashes) if all_hashes else np.empty(0, np.int64),
+        rows=rows,
+        stats=stats,
     )
-    duplicated = _duplicated(all_hashes)
+
+
+def _scan_in_worker(files: list[Path], card_json: str, basis_file: str, batch_rows: int) -> _Part:
+    """``_scan`` in a worker process: the basis is memory-mapped from the planner's temp file."""
+    return _scan(
+        files, Card.model_validate_json(card_json), Basis(np.load(basis_file, mmap_mode="r")), batch_rows
+    )
+
+
+def _columns(card: Card) -> list[str]:
+    return [card.key, *[c for c in card.columns if c != card.key]]
+
+
+def _scan_groups(files: list[Path], card: Card, basis: Basis, batch_rows: int, workers: int) -> list[_Part]:
+    """One part per group of files: in ``workers`` processes when the input is worth it."""
+    groups = group_files(files, workers) if workers > 1 and len(files) > 1 else [files]
+    size = sum(path.stat().st_size for path in files)
+    if len(groups) == 1 or size < PARALLEL_MIN_BYTES:
+        return [_scan(files, card, basis, batch_rows)]
+    with tempfile.TemporaryDirectory(prefix="predcache-basis-") as folder:
+        basis_file = str(Path(folder) / "basis.npy")
+        np.save(basis_file, basis.pairs)
+        context = multiprocessing.get_context("spawn")  # the planner may hold threads: never fork
+        with ProcessPoolExecutor(max_workers=len(groups), mp_context=context) as pool:
+            futures = [
+                pool.submit(_scan_in_worker, group, card.model_dump_json(), basis_file, batch_rows)
+                for group in groups
+            ]
+            return [future.result() for future in futures]
+
+
+def find_changes(
+    files: list[Path], card: Card, basis: Basis, *, batch_rows: int, workers: int = 1
+) -> Changes:
+    """Compare every row of ``files`` with ``basis`` (one streamed pass; see the module docstring).
+
+    Args:
+        files: the snapshot's Parquet files.
+        card: the model card (key, inputs, reference statistics).
+        basis: the pairs to compare with.
+        batch_rows: rows read at a time.
+        workers: processes to scan with (files are split in balanced groups).
+    """
+    parts = _scan_groups(files, card, basis, batch_rows, workers)
+    forwarded = [table for part in parts for table in part.forwarded]
+    unchanged = sort_pairs(np.concatenate([part.unchanged for part in parts]))
+    stats: list[dict[str, ColumnStats]] | None = [s for part in parts for s in part.stats]
+    duplicated = _duplicated([part.hashes for part in parts])
     if len(duplicated) and len(unchanged):
         moving = np.isin(unchanged["key_hash"], duplicated)
         if moving.any():
             # Rare: a duplicated key matched the basis. Forward every occurrence (re-read them).
             unchanged = unchanged[~moving]
+            stats = None  # the moved rows were counted as unchanged
             forwarded = [t.filter(pc.invert(_has_hash(t, card, duplicated))) for t in forwarded]
             forwarded += [
                 t.filter(_has_hash(t, card, duplicated))
                 for path in files
-                for t in iter_tables(path, columns, batch_rows=batch_rows)
+                for t in iter_tables(path, _columns(card), batch_rows=batch_rows)
             ]
     if forwarded:
         table = pa.concat_tables(forwarded, promote_options="permissive").combine_chunks()
     else:  # no row at all: an empty table of the input's columns
         schema = pq.read_schema(files[0]) if files else pa.schema([])
-        table = pa.schema([schema.field(c) for c in columns if c in schema.names]).empty_table()
-    return Changes(forwarded=table, unchanged=unchanged, rows=rows)
+        table = pa.schema([schema.field(c) for c in _columns(card) if c in schema.names]).empty_table()
+    return Changes(
+        forwarded=table,
+        unchanged=unchanged,
+        rows=sum(part.rows for part in parts),
+        unchanged_stats=(merge_stats(stats) if stats else {})
+        if stats is not None and _with_stats(card)
+        else None,
+    )
+
+
+def _merged(stats: list[dict[str, ColumnStats]] | None) -> dict[str, ColumnStats] | None:
+    if stats is None:
+        return None
+    return merge_stats(stats) if stats else {}
 
 
 def _duplicated(hashes: list[np.ndarray]) -> np.ndarray:

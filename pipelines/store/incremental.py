@@ -17,6 +17,7 @@ import numpy as np
 import psycopg
 import pyarrow as pa
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from pipelines.core.changes import pairs_from_bytes
 from pipelines.errors import InputError, RunStateError
@@ -53,10 +54,15 @@ def write_pairs(conn: psycopg.Connection[Any], run_id: int, part: str, pairs: np
     )
 
 
-def write_carried_pairs(conn: psycopg.Connection[Any], run_id: int, pairs: np.ndarray) -> None:
-    """The pairs an incremental run carries over unchanged, in parts named ``carried-N``."""
-    for number, start in enumerate(range(0, len(pairs), PART_PAIRS)):
-        write_pairs(conn, run_id, f"carried-{number}", pairs[start : start + PART_PAIRS])
+def record_plan(
+    conn: psycopg.Connection[Any], run_id: int, *, carried: np.ndarray, input_stats: dict[str, Any] | None
+) -> None:
+    """Store what an incremental run's planner found: the pairs it carries over unchanged (in parts
+    named ``carried-N``) and the input statistics it took."""
+    for number, start in enumerate(range(0, len(carried), PART_PAIRS)):
+        write_pairs(conn, run_id, f"carried-{number}", carried[start : start + PART_PAIRS])
+    if input_stats is not None:
+        conn.execute("UPDATE runs SET input_stats_plan = %s WHERE run_id = %s", (Jsonb(input_stats), run_id))
 
 
 def check_basis(conn: psycopg.Connection[Any], *, run_ids: list[int]) -> None:

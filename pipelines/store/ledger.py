@@ -138,6 +138,8 @@ class RunRecord:
     #: Incremental runs: the run whose pairs the planner compared with, and the rows it left out.
     basis_run_id: int | None = None
     rows_unchanged_plan: int = 0
+    #: Incremental runs: input statistics the planner took (``observe`` uses them).
+    input_stats_plan: dict[str, Any] | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RunRecord:
