@@ -10,18 +10,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from psycopg.conninfo import make_conninfo
 
 from pipelines.jobs import RunRequest, run_job
-from pipelines.store.db import connection, migrate
+from pipelines.store.db import connection
 
 N = 240
 
@@ -61,18 +57,6 @@ def _current(url: str) -> dict[str, tuple[float, int, int]]:
                 "SELECT key, score::float8, label, input_fp FROM predictions_current WHERE model = 'toy'"
             )
         }
-
-
-@pytest.fixture()
-def other_database(pg_server_url: str) -> Iterator[str]:
-    name = f"pc_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_conninfo(pg_server_url, dbname=name)
-    migrate(url)
-    yield url
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_incremental_scores_only_changed_and_new_rows_and_equals_a_full_rescoring(
