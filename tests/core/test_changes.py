@@ -153,3 +153,16 @@ def test_pairs_round_trip_through_bytes_in_parts() -> None:
     pairs = make_pairs(np.array([5, -3, 9], np.int64), np.array([50, -30, 90], np.int64))
     back = pairs_from_bytes([pairs[:1].tobytes(), pairs[1:].tobytes()])
     assert back["key_hash"].tolist() == [-3, 5, 9] and back["fp"].tolist() == [-30, 50, 90]
+
+
+@pytest.mark.parametrize("size", [1, 7, 1000, 50_000])
+def test_basis_lookup_agrees_with_searchsorted_for_hits_misses_and_extremes(size: int) -> None:
+    rng = np.random.default_rng(size)
+    hashes = rng.integers(-(2**63), 2**63 - 1, size, dtype=np.int64)
+    hashes[0] = -(2**63)  # the extremes of the hash space
+    hashes[-1] = 2**63 - 1
+    basis = Basis(make_pairs(hashes, hashes ^ 5))
+    probes = np.concatenate([hashes, hashes + 1, rng.integers(-(2**63), 2**63 - 1, 500, dtype=np.int64)])
+    expected = np.isin(probes, hashes)
+    assert basis.matches(probes, probes ^ 5).tolist() == expected.tolist()
+    assert not basis.matches(hashes, hashes ^ 6).any()  # same key, other fingerprint
