@@ -21,7 +21,7 @@ import psycopg
 import pyarrow.parquet as pq
 
 from pipelines.core.card import Card
-from pipelines.core.changes import PAIR, Basis, Changes, find_changes
+from pipelines.core.changes import PAIR, Basis, Changes, find_changes, sort_pairs
 from pipelines.core.inputs import KEY_BATCH_ROWS
 from pipelines.core.model import Model
 from pipelines.core.stats import column_stats, merge_stats
@@ -106,7 +106,11 @@ def plan_refresh(
     changes, pairs = _compare(conn, model, files, basis, workers=settings.workers)
     path = _folder(settings) / f"plan-{uuid.uuid4().hex}.parquet"
     _write(changes, path, settings)
-    carried = changes.unchanged if prune_missing else pairs.without(changes.forwarded_key_hashes(model.card))
+    carried = (
+        sort_pairs(changes.unchanged)
+        if prune_missing
+        else pairs.without(changes.forwarded_key_hashes(model.card))
+    )
     return RefreshPlan(basis, path, carried, changes.rows_unchanged, _input_stats(changes, model.card))
 
 

@@ -55,6 +55,7 @@ class ShardWorker:
 
     def __init__(self, spec: JobSpec) -> None:
         self.spec = spec
+        self._planned = {shard.shard_id: shard.rows for shard in spec.shards}
         self._model: Model | None = None
         self._conn: Any = None
 
@@ -115,6 +116,14 @@ class ShardWorker:
             raise EngineError(f"injected fault in shard {shard_id}")
         started = time.perf_counter()
         table = pa.concat_tables(tables, promote_options="permissive") if len(tables) != 1 else tables[0]
+        planned = self._planned.get(shard_id)
+        if planned is not None and table.num_rows != planned:
+            # Never commit a shard with other rows than planned: the shard stays pending and a
+            # retry (or a rerun, which resumes) reads it again, instead of a run that cannot verify.
+            raise EngineError(
+                f"shard {shard_id} received {table.num_rows} rows, the plan has {planned}; "
+                "it was not stored: rerun the same command to resume"
+            )
         result = score_table(shard_id, table, self._model, batch_rows=self.spec.batch_rows)
         fault_point("shard.before_write")
         stored = self._write(result, started)
