@@ -31,12 +31,12 @@ import pyarrow.parquet as pq
 
 from benchmarks.common import MODEL, print_json
 from pipelines.core.card import Card
-from pipelines.core.fingerprint import input_fingerprint
+from pipelines.core.fingerprint import fingerprint_columns, input_fingerprint
 from pipelines.core.inputs import list_input_files, read_table
 from pipelines.core.keys import key_hash
 from pipelines.core.model import load_model, to_feed
 from pipelines.core.outputs import encode_outputs, label_values, score_values
-from pipelines.core.score import PREDICTION_SCHEMA, ShardResult, fingerprint_columns
+from pipelines.core.score import PREDICTION_SCHEMA, ShardResult
 from pipelines.core.shards import assign_shards, plan_shards
 from pipelines.core.validate import REJECT_SCHEMA, validate
 from pipelines.settings import DEFAULT_BATCH_ROWS, DEFAULT_MODELS_DIR, DEFAULT_SHARD_ROWS

@@ -20,9 +20,10 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from pipelines import refresh
 from pipelines.core.card import DEFAULT_SIGNATURE
 from pipelines.core.inputs import check_input, fingerprint, iter_tables, list_input_files, scan_keys
-from pipelines.core.model import load_model
+from pipelines.core.model import Model, load_model
 from pipelines.core.shards import plan_shards
 from pipelines.engines.output import engine_output_to
 from pipelines.engines.spec import JobSpec
@@ -40,7 +41,12 @@ from pipelines.settings import Settings
 from pipelines.store import ledger, runstate
 from pipelines.store.cache import cache_url
 from pipelines.store.db import connection
-from pipelines.store.incremental import check_same_schema, input_schema_text, write_tombstones
+from pipelines.store.incremental import (
+    check_same_schema,
+    input_schema_text,
+    record_plan,
+    write_tombstones,
+)
 from pipelines.store.publish import publish
 
 log = logging.getLogger(__name__)
@@ -175,10 +181,45 @@ def plan_run(settings: Settings, request: RunRequest) -> PlannedRun:
     digest = fingerprint(files, request.input)
     schema_text = input_schema_text(pq.read_schema(files[0]), [model.card.key, *model.card.input_names])
     shard_rows = request.shard_rows or settings.shard_rows
+    changes = (
+        _plan_refresh(url, settings, model, request, schema_text, files) if request.incremental else None
+    )
+    try:
+        return _plan_in_cache(
+            url, model, request, files, input_uri, digest, schema_text, shard_rows, settings, changes
+        )
+    finally:
+        if changes is not None:
+            refresh.discard(changes)  # planned but not adopted by a new run
+
+
+def _plan_refresh(
+    url: str, settings: Settings, model: Model, request: RunRequest, schema_text: str, files: list[Path]
+) -> refresh.RefreshPlan:
+    """An incremental run's comparison (the slow part, before the planning transaction)."""
+    with connection(url, autocommit=True) as conn:
+        registered = refresh.version_id(conn, model)
+        if registered is not None:
+            check_same_schema(conn, version_id=registered, schema_text=schema_text)
+        return refresh.plan_refresh(conn, settings, model, files, prune_missing=request.prune_missing)
+
+
+def _plan_in_cache(
+    url: str,
+    model: Model,
+    request: RunRequest,
+    files: list[Path],
+    input_uri: str,
+    digest: str,
+    schema_text: str,
+    shard_rows: int,
+    settings: Settings,
+    changes: refresh.RefreshPlan | None,
+) -> PlannedRun:
     # Hash every key before the transaction: it holds locks, and planning is the slow part.
     # Null and empty keys are rejected here: they share one hash and would make one shard
-    # that no split can divide.
-    scan = scan_keys(files, model.card)
+    # that no split can divide. An incremental run plans only the rows it forwards.
+    scan = scan_keys([changes.file] if changes is not None else files, model.card)
     shards = plan_shards(scan.hashes, shard_rows)
     with connection(url, autocommit=True) as conn, conn.transaction():
         # One planner per input at a time: two commands started together find one run.
@@ -216,8 +257,14 @@ def plan_run(settings: Settings, request: RunRequest) -> PlannedRun:
             prune_missing=request.prune_missing,
             input_schema=schema_text,
             rows_rejected_plan=scan.rejects.num_rows,
+            basis_run_id=changes.basis_run_id if changes is not None else None,
+            rows_unchanged_plan=changes.rows_unchanged if changes is not None else 0,
         )
         ledger.store_plan_rejects(conn, run_id, scan.rejects)
+        if changes is not None:
+            record_plan(conn, run_id, carried=changes.carried, input_stats=changes.input_stats)
+    if changes is not None:
+        refresh.adopt(changes, settings, run_id)
     fault_point("plan.after")
     return PlannedRun(run_id, resumed=False, finished=False)
 
@@ -330,6 +377,7 @@ def score_run(
             message = f"the input of run {run_id} ({source}) changed after it was planned; start a new run"
             record_failure(url, run_id, message, owner=owner)
             raise InputError(message)
+        files = refresh.engine_files(conn, settings, run, model, files)
         attempt = ledger.start_attempt(
             conn, run_id, engine, owner=owner, lease_seconds=settings.lease_seconds
         )
@@ -359,7 +407,6 @@ def score_run(
             **(engine_options or {}),
         },
         fail_shards=fail_shards,
-        incremental=run.incremental,
     )
     log_path = settings.home / "logs" / f"run-{run_id}.log"
     try:
@@ -368,7 +415,8 @@ def score_run(
             _progress_thread(url, run_id, on_progress),
             engine_output_to(log_path),
         ):
-            execute(spec)
+            if pending:  # an incremental run may find every row unchanged: no shard to score
+                execute(spec)
     except PredcacheError as exc:
         record_failure(url, run_id, str(exc), owner=owner)
         raise
@@ -419,6 +467,8 @@ def verify_run(settings: Settings, run_id: int, *, owner: str | None = None) -> 
         verified = ledger.verify_run(
             conn, run_id, max_reject_fraction=settings.max_reject_fraction, owner=owner, fingerprint=now
         )
+    if verified.incremental:
+        refresh.remove_file(settings, run_id)
     fault_point("verify.after")
     return verified
 

@@ -116,11 +116,13 @@ def observe_run(settings: Settings, run_id: int) -> dict[str, Any]:
     with connection(cache_url(settings), autocommit=True) as conn:
         run = ledger.get_run(conn, run_id)
         card = _registered_card(conn, run.version_id)
-        input_stats = streamed_stats(
-            _scored_inputs(Path(run.input_uri), card, batch_rows=settings.batch_rows),
-            card.scalar_columns,
-            card.reference_stats,
-        )
+        input_stats = run.input_stats_plan  # an incremental run's planner read every row already
+        if input_stats is None:
+            input_stats = streamed_stats(
+                _scored_inputs(Path(run.input_uri), card, batch_rows=settings.batch_rows),
+                card.scalar_columns,
+                card.reference_stats,
+            )
         outputs = _typed_outputs(card)
         output_stats = streamed_stats(_stored_outputs(conn, run_id, card), outputs, card.reference_stats)
         psi = drift(card.reference_stats, {**input_stats, **output_stats})

@@ -283,3 +283,13 @@ def make_venv():  # type: ignore[no-untyped-def]
         return python
 
     return make
+
+
+@pytest.fixture()
+def other_database(pg_server_url: str) -> Iterator[str]:
+    """A second migrated database on the same server (e.g. to compare two ways of filling a cache)."""
+    from pipelines.store.db import migrate
+
+    with scratch_database(pg_server_url, "other") as url:
+        migrate(url)
+        yield url

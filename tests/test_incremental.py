@@ -10,18 +10,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from psycopg.conninfo import make_conninfo
 
 from pipelines.jobs import RunRequest, run_job
-from pipelines.store.db import connection, migrate
+from pipelines.store.db import connection
 
 N = 240
 
@@ -61,18 +57,6 @@ def _current(url: str) -> dict[str, tuple[float, int, int]]:
                 "SELECT key, score::float8, label, input_fp FROM predictions_current WHERE model = 'toy'"
             )
         }
-
-
-@pytest.fixture()
-def other_database(pg_server_url: str) -> Iterator[str]:
-    name = f"pc_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_conninfo(pg_server_url, dbname=name)
-    migrate(url)
-    yield url
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_incremental_scores_only_changed_and_new_rows_and_equals_a_full_rescoring(
@@ -168,3 +152,52 @@ def test_an_incremental_run_over_a_changed_schema_is_refused_in_one_line(
         [*command, "--input", str(changed)], env=env, capture_output=True, text=True, timeout=300
     )
     assert full.returncode == 0, full.stderr[-2000:]
+
+
+def test_an_incremental_run_whose_basis_was_overtaken_is_not_published(
+    migrated_url, settings_for, toy_models_dir, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """Its unchanged rows rely on the basis being current: a run published since may have replaced them."""
+    from pipelines.errors import RunStateError
+    from pipelines.jobs import publish_run
+
+    with connection(migrated_url) as conn:
+        conn.execute("DELETE FROM active_versions")  # this module's earlier tests published toy
+    settings = settings_for(migrated_url, models_dir=toy_models_dir)
+    a = _snapshot(tmp_path / "a", _a())
+    b = _snapshot(tmp_path / "b", _b())
+    run_job(settings, RunRequest(model="toy", input=a, publish=True, rerun=True))
+    first = run_job(settings, RunRequest(model="toy", input=b, incremental=True, rerun=True))
+    changed = _b().set_column(2, "n", pa.array([7] * 241, pa.int64()))
+    second = run_job(
+        settings,
+        RunRequest(model="toy", input=_snapshot(tmp_path / "c", changed), incremental=True, publish=True),
+    )
+    assert second.published and second.rows_out == 240  # every valid row changed (k9001 rejected)
+    with pytest.raises(RunStateError) as refused:
+        publish_run(settings, first.run_id)
+    message = str(refused.value)
+    assert "\n" not in message and f"run {second.run_id} is the newest published run" in message
+    assert "start a new incremental run" in message
+
+
+def test_a_resumed_incremental_run_makes_its_lost_rows_to_score_again(
+    migrated_url, settings_for, toy_models_dir, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    from pipelines.jobs import plan_run, score_run, verify_run
+    from pipelines.refresh import run_file
+
+    with connection(migrated_url) as conn:
+        conn.execute("DELETE FROM active_versions")
+    settings = settings_for(migrated_url, models_dir=toy_models_dir)
+    a = _snapshot(tmp_path / "a", _a())
+    b = _snapshot(tmp_path / "b", _b())
+    run_job(settings, RunRequest(model="toy", input=a, publish=True, rerun=True))
+    planned = plan_run(settings, RunRequest(model="toy", input=b, incremental=True, rerun=True))
+    forwarded = run_file(settings, planned.run_id)
+    assert pq.read_table(forwarded).num_rows == 5  # 3 changed, k9000 new, k9001 invalid
+    forwarded.unlink()  # e.g. the process died and its home folder was cleaned
+    score_run(settings, planned.run_id)
+    run = verify_run(settings, planned.run_id)
+    assert (run.rows_in, run.rows_out, run.rows_rejected, run.rows_unchanged) == (241, 4, 1, 236)
+    assert not forwarded.exists()  # removed once verified

@@ -27,8 +27,8 @@ from pipelines.api.routes import ROUTES, Runtime
 from pipelines.errors import PredcacheError
 from pipelines.settings import Settings
 from pipelines.store.db import connection, resolve_url
-from pipelines.store.migrations import require_head
 from pipelines.store.roles import prepare_api_login
+from pipelines.store.schema import require_head
 
 POOL_CLOSE_TIMEOUT_S = 10.0
 _log = logging.getLogger("pipelines.api")

@@ -16,9 +16,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.core.card import Card
 from pipelines.core.keys import HASH_SEED, _xxh64_fixed_length, hash_bytes
 
 _U = np.uint64
+
+
+def fingerprint_columns(card: Card) -> list[str]:
+    """The columns an input fingerprint covers: the model's input columns in card order (not the key)."""
+    return [name for name in card.columns if name != card.key]
 
 
 def _combine(arr: pa.Array | pa.ChunkedArray) -> pa.Array:

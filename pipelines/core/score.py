@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
-from pipelines.core.card import Card
-from pipelines.core.fingerprint import input_fingerprint
+from pipelines.core.fingerprint import fingerprint_columns, input_fingerprint
 from pipelines.core.model import Model
 from pipelines.core.outputs import encode_outputs, label_values, score_values
 from pipelines.core.validate import MAX_KEY_LENGTH, reject_rows, validate
@@ -26,29 +24,19 @@ PREDICTION_SCHEMA = pa.schema(
     ]
 )
 
-#: unchanged(keys, fingerprints) -> bool mask of the rows whose current prediction already
-#: has this fingerprint (an incremental run skips them).
-UnchangedFn = Callable[[pa.Array, np.ndarray], np.ndarray]
-
-
-def fingerprint_columns(card: Card) -> list[str]:
-    """The columns an input fingerprint covers: the model's input columns in card order (not the key)."""
-    return [name for name in card.columns if name != card.key]
-
 
 @dataclass(frozen=True)
 class ShardResult:
     """What one shard produced: predictions (key, score, label, outputs, input_fp) and rejects.
 
-    ``rows_in == rows_out + rows_rejected + rows_unchanged`` (unchanged: skipped by an
-    incremental run because the key's current prediction was made from the same inputs).
+    ``rows_in == rows_out + rows_rejected`` (an incremental run's unchanged rows never reach a
+    shard: the planner leaves them out, see ``core.changes``).
     """
 
     shard_id: str
     rows_in: int
     predictions: pa.Table
     rejects: pa.Table
-    rows_unchanged: int = 0
 
     @property
     def rows_out(self) -> int:
@@ -66,7 +54,6 @@ def score_table(
     *,
     batch_rows: int,
     max_key_length: int = MAX_KEY_LENGTH,
-    unchanged: UnchangedFn | None = None,
 ) -> ShardResult:
     """Validate ``table`` against the model's card and score the good rows.
 
@@ -79,18 +66,10 @@ def score_table(
         model: the loaded model (its session is this process's one session).
         batch_rows: rows per onnxruntime call (scores do not depend on it: static int8).
         max_key_length: longer keys are rejected.
-        unchanged: for incremental runs, which valid rows to skip (see ``UnchangedFn``).
     """
     checked = validate(table, model.card, max_key_length=max_key_length)
     good = checked.good
     fingerprints = input_fingerprint(good, fingerprint_columns(model.card))
-    skipped = 0
-    if unchanged is not None and good.num_rows:
-        same = np.asarray(unchanged(good.column(model.card.key), fingerprints), dtype=bool)
-        skipped = int(same.sum())
-        if skipped:
-            good = good.filter(pa.array(~same))
-            fingerprints = fingerprints[~same]
     outputs = model.predict(good, batch_rows=batch_rows)
     n = good.num_rows
     label = label_values(model.card, outputs)
@@ -122,5 +101,4 @@ def score_table(
         rows_in=table.num_rows,
         predictions=predictions,
         rejects=rejects,
-        rows_unchanged=skipped,
     )

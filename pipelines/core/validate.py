@@ -30,7 +30,15 @@ from pipelines.core.keyrule import MAX_KEY_LENGTH, display, key_reasons
 from pipelines.core.model import arrow_type
 from pipelines.errors import InputError
 
-__all__ = ["MAX_KEY_LENGTH", "REJECT_SCHEMA", "Validated", "check_schema", "reject_rows", "validate"]
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "REJECT_SCHEMA",
+    "Validated",
+    "check_schema",
+    "coerce",
+    "reject_rows",
+    "validate",
+]
 REJECT_SCHEMA = pa.schema([("key", pa.string()), ("reason", pa.string()), ("row", pa.string())])
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -203,6 +211,33 @@ def _cast(column: pa.Array, dtype: str) -> pa.Array:
     return column.cast(target, safe=False) if dtype == "float32" else column.cast(target)
 
 
+def _cast_list(column: pa.Array, spec: InputSpec) -> pa.Array:
+    return column.cast(pa.list_(arrow_type(spec.dtype)), safe=spec.dtype != "float32")
+
+
+def coerce(table: pa.Table, card: Card) -> pa.Table:
+    """The key (as text) and the model's input columns converted exactly as ``validate`` converts them.
+
+    No row is checked: a value ``validate`` would reject comes out as whatever the cast makes of
+    it (a null stays null, a float too large for float32 becomes infinite). Incremental runs use
+    it to fingerprint rows cheaply; a stored prediction's fingerprint always comes from a valid
+    row, so a row ``validate`` would reject never matches one.
+
+    Raises:
+        pa.ArrowInvalid: an exact cast met a value it cannot convert (such rows are invalid).
+    """
+    columns: dict[str, pa.Array] = {card.key: _column(table, card.key).cast(pa.string())}
+    for spec in card.inputs:
+        for name in spec.source_columns:
+            if name == card.key or name in columns:
+                continue
+            column = _column(table, name)
+            if pa.types.is_dictionary(column.type):
+                column = column.cast(column.type.value_type)
+            columns[name] = _cast_list(column, spec) if spec.is_list else _cast(column, spec.dtype)
+    return pa.table(columns)
+
+
 def _list_reasons(reasons: pa.Array, column: pa.Array, spec: InputSpec) -> tuple[pa.Array, pa.Array]:
     """Reasons for a list column (null, wrong length, bad element) and the column coerced."""
     n = len(column)
@@ -223,9 +258,7 @@ def _list_reasons(reasons: pa.Array, column: pa.Array, spec: InputSpec) -> tuple
             reasons = _first_reason(
                 reasons, pa.array(mask), f"feature '{spec.name}' has a null, NaN or out-of-range value"
             )
-    target = pa.list_(arrow_type(spec.dtype))
-    safe = spec.dtype != "float32"
-    return reasons, column.cast(target, safe=safe)
+    return reasons, _cast_list(column, spec)
 
 
 def validate(table: pa.Table, card: Card, *, max_key_length: int = MAX_KEY_LENGTH) -> Validated:

@@ -29,7 +29,5 @@ class JobSpec:
     ort_threads: int
     workers: int
     engine_options: dict[str, Any] = field(default_factory=dict)
-    #: Skip rows whose key's current prediction has the same version and input fingerprint.
-    incremental: bool = False
     #: Test hook: shard ids whose scoring raises (an injected fault), to prove resume works.
     fail_shards: frozenset[str] = frozenset()

@@ -13,13 +13,12 @@ import pyarrow as pa
 from pipelines.core.inputs import unplannable
 from pipelines.core.keys import key_hash
 from pipelines.core.model import Model, load_model
-from pipelines.core.score import UnchangedFn, score_table
+from pipelines.core.score import score_table
 from pipelines.core.shards import assign_shards, runs
 from pipelines.engines.spec import JobSpec
 from pipelines.errors import EngineError, StoreError
 from pipelines.faults import fault_point
 from pipelines.store.db import connect
-from pipelines.store.incremental import unchanged_rows
 from pipelines.store.writer import write_shard
 
 #: Tries of one shard write when the database is briefly away (restart, lock timeout), and the
@@ -56,6 +55,7 @@ class ShardWorker:
 
     def __init__(self, spec: JobSpec) -> None:
         self.spec = spec
+        self._planned = {shard.shard_id: shard.rows for shard in spec.shards}
         self._model: Model | None = None
         self._conn: Any = None
 
@@ -107,22 +107,6 @@ class ShardWorker:
                 time.sleep(WRITE_BACKOFF_SECONDS[min(attempt, len(WRITE_BACKOFF_SECONDS) - 1)])
         raise AssertionError("unreachable")
 
-    def _unchanged(self) -> UnchangedFn | None:
-        if not self.spec.incremental:
-            return None
-        spec = self.spec
-
-        def unchanged(keys: pa.Array, fingerprints: np.ndarray) -> np.ndarray:
-            return unchanged_rows(
-                self._connection(),
-                model=spec.model,
-                version=spec.version,
-                keys=keys,
-                fingerprints=fingerprints,
-            )
-
-        return unchanged
-
     def process(self, shard_id: str, tables: list[pa.Table]) -> dict[str, Any]:
         """Score and store one shard (all its rows); returns the shard's counts."""
         if self._model is None:
@@ -132,9 +116,15 @@ class ShardWorker:
             raise EngineError(f"injected fault in shard {shard_id}")
         started = time.perf_counter()
         table = pa.concat_tables(tables, promote_options="permissive") if len(tables) != 1 else tables[0]
-        result = score_table(
-            shard_id, table, self._model, batch_rows=self.spec.batch_rows, unchanged=self._unchanged()
-        )
+        planned = self._planned.get(shard_id)
+        if planned is not None and table.num_rows != planned:
+            # Never commit a shard with other rows than planned: the shard stays pending and a
+            # retry (or a rerun, which resumes) reads it again, instead of a run that cannot verify.
+            raise EngineError(
+                f"shard {shard_id} received {table.num_rows} rows, the plan has {planned}; "
+                "it was not stored: rerun the same command to resume"
+            )
+        result = score_table(shard_id, table, self._model, batch_rows=self.spec.batch_rows)
         fault_point("shard.before_write")
         stored = self._write(result, started)
         return {

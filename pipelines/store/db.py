@@ -133,6 +133,10 @@ def migrate(url: str, *, folder: Path | None = None) -> list[str]:
         MigrationError: an applied file was edited since, or the cache is newer than this predcache.
         StoreError: the server cannot be reached.
     """
+    from pipelines.store.schema import at_head
+
+    if at_head(url, folder=folder):  # the common case, without loading Alembic (about a second)
+        return []
     from pipelines.store.migrations import migrate as upgrade
 
     return upgrade(url, folder=folder)

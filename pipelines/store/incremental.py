@@ -1,9 +1,11 @@
-"""What an incremental run compares against, and the tombstones of ``--prune-missing``.
+"""What an incremental run compares with, and the tombstones of ``--prune-missing``.
 
-A row is skipped when its key's current prediction (``predictions_current``: the newest
-published row of the model's active version) was computed by the same model version from
-inputs with the same fingerprint. Reading through the view keeps one definition of "current"
-for lookups and for incremental runs (rollbacks and tombstones included).
+The basis of an incremental run is the newest published run of the same model version and
+signature: its (key hash, input fingerprint) pairs (``run_fingerprints``, see
+``core.changes``) say, for each key it stored or carried over, which inputs its current
+prediction was computed from. The comparison is only sound while that run is still the newest
+published one, so ``publish`` refuses an incremental run whose basis was overtaken
+(``check_basis``).
 """
 
 from __future__ import annotations
@@ -15,27 +17,81 @@ import numpy as np
 import psycopg
 import pyarrow as pa
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
-from pipelines.errors import InputError
+from pipelines.core.changes import pairs_from_bytes
+from pipelines.errors import InputError, RunStateError
 from pipelines.store.ledger import partition_name
 
-CURRENT_FINGERPRINTS_SQL = (
-    "SELECT key, input_fp FROM predictions_current WHERE model = %s AND version = %s AND key = ANY(%s)"
+#: Pairs per stored part of carried-over rows (16 MB): one bytea value stays well under 1 GB.
+PART_PAIRS = 1 << 20
+
+_NEWEST_PUBLISHED = (
+    "SELECT run_id FROM runs WHERE version_id = %s AND signature = %s AND status = 'published' "
+    "ORDER BY publish_id DESC, run_id DESC LIMIT 1"
 )
 
 
-def unchanged_rows(
-    conn: psycopg.Connection[Any], *, model: str, version: str, keys: pa.Array, fingerprints: np.ndarray
-) -> np.ndarray:
-    """Bool mask: the key's current prediction is of ``version`` and has the same input fingerprint."""
-    key_list = keys.to_pylist()
-    current = dict(conn.execute(CURRENT_FINGERPRINTS_SQL, (model, version, key_list)).fetchall())
-    # A row stored before fingerprints existed has none: it never counts as unchanged.
-    return np.fromiter(
-        (current.get(k) == fp for k, fp in zip(key_list, fingerprints.tolist(), strict=True)),
-        dtype=bool,
-        count=len(key_list),
+def basis_run(conn: psycopg.Connection[Any], *, version_id: int, signature: str) -> int | None:
+    """The run an incremental run of this version compares with (None: every row is scored)."""
+    row = conn.execute(_NEWEST_PUBLISHED, (version_id, signature)).fetchone()
+    return int(row[0]) if row else None
+
+
+def load_pairs(conn: psycopg.Connection[Any], run_id: int) -> np.ndarray:
+    """Every pair of ``run_id`` (sorted by key hash); empty for a run stored before pairs existed."""
+    with conn.cursor(binary=True) as cur:
+        parts = cur.execute("SELECT pairs FROM run_fingerprints WHERE run_id = %s", (run_id,)).fetchall()
+    return pairs_from_bytes(bytes(part) for (part,) in parts)
+
+
+def write_pairs(conn: psycopg.Connection[Any], run_id: int, part: str, pairs: np.ndarray) -> None:
+    """Store one part of a run's pairs (idempotent per part)."""
+    conn.execute(
+        "INSERT INTO run_fingerprints (run_id, part, pairs) VALUES (%s, %s, %s) "
+        "ON CONFLICT (run_id, part) DO NOTHING",
+        (run_id, part, pairs.tobytes()),
     )
+
+
+def record_plan(
+    conn: psycopg.Connection[Any], run_id: int, *, carried: np.ndarray, input_stats: dict[str, Any] | None
+) -> None:
+    """Store what an incremental run's planner found: the pairs it carries over unchanged (in parts
+    named ``carried-N``) and the input statistics it took."""
+    for number, start in enumerate(range(0, len(carried), PART_PAIRS)):
+        write_pairs(conn, run_id, f"carried-{number}", carried[start : start + PART_PAIRS])
+    if input_stats is not None:
+        conn.execute("UPDATE runs SET input_stats_plan = %s WHERE run_id = %s", (Jsonb(input_stats), run_id))
+
+
+def check_basis(conn: psycopg.Connection[Any], *, run_ids: list[int]) -> None:
+    """Refuse to publish an incremental run whose basis is no longer the newest published run.
+
+    Its unchanged rows rely on the basis's predictions being current: a run published since
+    (or a second incremental run published with it) may have replaced some of them.
+
+    Raises:
+        RunStateError: the basis was overtaken, rolled back, or shared by two runs of this publish.
+    """
+    rows = conn.execute(
+        "SELECT run_id, version_id, signature, basis_run_id FROM runs "
+        "WHERE run_id = ANY(%s) AND incremental AND basis_run_id IS NOT NULL ORDER BY run_id",
+        (run_ids,),
+    ).fetchall()
+    if len(rows) > 1:
+        raise RunStateError(
+            f"runs {', '.join(str(r[0]) for r in rows)} are incremental runs compared with earlier "
+            "publishes; publish them one at a time, each after a new incremental run"
+        )
+    for run_id, version_id, signature, basis in rows:
+        newest = basis_run(conn, version_id=version_id, signature=signature)
+        if newest != basis:
+            since = f"run {newest} is the newest published run now" if newest else "it was rolled back"
+            raise RunStateError(
+                f"run {run_id} left out rows unchanged since run {basis}, but {since}; "
+                "start a new incremental run (or a full run) and publish that"
+            )
 
 
 def input_schema_text(schema: pa.Schema, columns: list[str]) -> str:

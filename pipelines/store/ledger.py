@@ -135,6 +135,11 @@ class RunRecord:
     prune_missing: bool = False
     rows_unchanged: int | None = None
     rows_pruned: int | None = None
+    #: Incremental runs: the run whose pairs the planner compared with, and the rows it left out.
+    basis_run_id: int | None = None
+    rows_unchanged_plan: int = 0
+    #: Incremental runs: input statistics the planner took (``observe`` uses them).
+    input_stats_plan: dict[str, Any] | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RunRecord:
@@ -225,16 +230,21 @@ def create_run(
     incremental: bool = False,
     prune_missing: bool = False,
     input_schema: str | None = None,
+    basis_run_id: int | None = None,
+    rows_unchanged_plan: int = 0,
 ) -> int:
     """Insert a run and its whole shard plan (one transaction: the plan exists before any work).
 
-    The run records the sha256 of the ONNX file it scores with (``model.file_name``) and
-    how many rows planning rejected (``rows_rejected_plan``, stored by ``store_plan_rejects``).
+    The run records the sha256 of the ONNX file it scores with (``model.file_name``),
+    how many rows planning rejected (``rows_rejected_plan``, stored by ``store_plan_rejects``)
+    and, for an incremental run, the run it compared with and how many rows it left out as
+    unchanged (they are in no shard).
     """
     row = conn.execute(
         "INSERT INTO runs (version_id, model, version, engine, signature, input_uri, input_fingerprint, "
         "shard_rows, rows_planned, artifact_sha256, rows_rejected_plan, incremental, prune_missing, "
-        "input_schema) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING run_id",
+        "input_schema, basis_run_id, rows_unchanged_plan) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING run_id",
         (
             version_id,
             model.name,
@@ -250,6 +260,8 @@ def create_run(
             incremental,
             prune_missing,
             input_schema,
+            basis_run_id,
+            rows_unchanged_plan,
         ),
     ).fetchone()
     assert row is not None
@@ -387,12 +399,12 @@ def verify_run(
             f"run {run_id} is {run.status}; it cannot become verified (allowed from: scoring)"
         )
     owner = owner or runstate.owner_id()
-    pending, rows_planned, shard_in, shard_out, shard_rej, shard_same = conn.execute(
+    pending, rows_planned, shard_in, shard_out, shard_rej = conn.execute(
         "SELECT count(*) FILTER (WHERE status <> 'done'), coalesce(sum(rows_planned), 0), "
-        "coalesce(sum(rows_in), 0), coalesce(sum(rows_out), 0), coalesce(sum(rows_rejected), 0), "
-        "coalesce(sum(rows_unchanged), 0) FROM run_shards WHERE run_id = %s",
+        "coalesce(sum(rows_in), 0), coalesce(sum(rows_out), 0), coalesce(sum(rows_rejected), 0) "
+        "FROM run_shards WHERE run_id = %s",
         (run_id,),
-    ).fetchone() or (0, 0, 0, 0, 0, 0)
+    ).fetchone() or (0, 0, 0, 0, 0)
     uneven = conn.execute(
         "SELECT shard_id, rows_in, rows_planned FROM run_shards WHERE run_id = %s AND status = 'done' "
         "AND rows_in IS DISTINCT FROM rows_planned ORDER BY hash_lo",
@@ -409,17 +421,16 @@ def verify_run(
         problems.append(f"{len(uneven)} shard(s) read other rows than planned ({shown})")
     if shard_in != rows_planned:
         problems.append(f"shards read {shard_in} rows, the plan counted {rows_planned}")
-    if shard_out + shard_rej + shard_same != shard_in:
-        problems.append(
-            f"rows_out {shard_out} + rows_rejected {shard_rej} + rows_unchanged {shard_same} "
-            f"!= rows_in {shard_in}"
-        )
+    if shard_out + shard_rej != shard_in:
+        problems.append(f"rows_out {shard_out} + rows_rejected {shard_rej} != rows_in {shard_in}")
     if problems:
         message = f"run {run_id} failed verification: " + "; ".join(problems)
         mark_failed(conn, run_id, message, owner=owner)
         raise RunStateError(message)
-    rows_in = shard_in + plan_rej
+    unchanged = run.rows_unchanged_plan
+    rows_in = shard_in + plan_rej + unchanged
     rejected = shard_rej + plan_rej
+    # Of every input row, unchanged ones included: the share a full run of this input would see.
     fraction = rejected / rows_in if rows_in else 0.0
     if fraction > max_reject_fraction:
         message = (
@@ -440,7 +451,7 @@ def verify_run(
             set_sql="rows_in = %(rows_in)s, rows_out = %(rows_out)s, rows_rejected = %(rejected)s, "
             "rows_unchanged = %(unchanged)s, lease_expires_at = NULL, finished_at = now(), "
             "seconds = extract(epoch FROM now() - started_at)",
-            params={"rows_in": rows_in, "rows_out": shard_out, "rejected": rejected, "unchanged": shard_same},
+            params={"rows_in": rows_in, "rows_out": shard_out, "rejected": rejected, "unchanged": unchanged},
         )
     return get_run(conn, run_id)
 

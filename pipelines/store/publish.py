@@ -9,6 +9,7 @@ import psycopg
 
 from pipelines.errors import RunStateError
 from pipelines.store import runstate
+from pipelines.store.incremental import check_basis
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ def publish(
                         f"run {run_id} is {states.get(run_id, 'not a run of ' + model + '/' + version)}; "
                         "only verified or rolled-back runs can be published"
                     )
+        check_basis(conn, run_ids=run_ids)
         has_published = conn.execute(
             "SELECT 1 FROM runs WHERE version_id = %s AND publish_id IS NOT NULL LIMIT 1", (version_id,)
         ).fetchone()

@@ -20,11 +20,13 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg import sql
 
+from pipelines.core.changes import stored_pairs
 from pipelines.core.outputs import columns_to_store
 from pipelines.core.score import ShardResult
 from pipelines.errors import RowDataError, StoreError, TransientStoreError, flat_message
 from pipelines.faults import fault_point
 from pipelines.store.binary_copy import encode
+from pipelines.store.incremental import write_pairs
 from pipelines.store.ledger import partition_name
 
 #: SQLSTATE classes of errors caused by the data sent (22 data exception, 23 integrity):
@@ -109,17 +111,8 @@ def write_shard(
         with conn.transaction():
             marked = conn.execute(
                 "UPDATE run_shards SET status = 'done', rows_in = %s, rows_out = %s, rows_rejected = %s, "
-                "rows_unchanged = %s, attempt = %s "
-                "WHERE run_id = %s AND shard_id = %s AND status = 'pending'",
-                (
-                    result.rows_in,
-                    result.rows_out,
-                    result.rows_rejected,
-                    result.rows_unchanged,
-                    attempt,
-                    run_id,
-                    result.shard_id,
-                ),
+                "attempt = %s WHERE run_id = %s AND shard_id = %s AND status = 'pending'",
+                (result.rows_in, result.rows_out, result.rows_rejected, attempt, run_id, result.shard_id),
             )
             if marked.rowcount == 0:
                 return False
@@ -140,6 +133,8 @@ def write_shard(
             ).add_column(0, "run_id", pa.array([run_id] * m, pa.int64()))
             copied = _copy(conn, sql.Identifier("rejects"), rejects.column_names, rejects)
             _check_copied(result.shard_id, "rejects", copied, result.rows_rejected)
+            # What the next incremental run compares with (core.changes), committed with the rows.
+            write_pairs(conn, run_id, result.shard_id, stored_pairs(result.predictions))
             conn.execute(
                 "UPDATE run_shards SET seconds = %s, done_at = clock_timestamp() "
                 "WHERE run_id = %s AND shard_id = %s",

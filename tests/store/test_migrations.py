@@ -161,3 +161,18 @@ def test_the_shipped_files_are_found_through_resources(tmp_path: Path) -> None:
     assert [m.path.parent for m in shipped] == [sql_dir()] * len(shipped)
     copy = shutil.copytree(sql_dir(), tmp_path / "copy")
     assert [m.sha256 for m in migrations(copy)] == [m.sha256 for m in shipped]
+
+
+def test_a_cache_at_head_is_checked_without_loading_alembic(migrated_url: str) -> None:
+    """Every command migrates first: on an up-to-date cache that is two reads, not an Alembic start."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from pipelines.store.db import migrate; "
+        f"print(migrate({migrated_url!r}), 'alembic' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.split() == ["[]", "False"], out.stderr[-2000:]
