@@ -73,6 +73,24 @@ class Metrics:
             ["model", "status"],
             registry=self.registry,
         )
+        self.batches = Counter(
+            "predcache_api_online_batches",
+            "Online scoring calls: each validates and scores the coalesced rows of one or more requests",
+            ["model"],
+            registry=self.registry,
+        )
+        self.batched_requests = Counter(
+            "predcache_api_online_batched_requests",
+            "Requests answered by online scoring calls (divided by batches: requests per call)",
+            ["model"],
+            registry=self.registry,
+        )
+        self.batched_rows = Counter(
+            "predcache_api_online_batched_rows",
+            "Rows sent to online scoring calls (divided by batches: rows per call)",
+            ["model"],
+            registry=self.registry,
+        )
         self.registry.register(_PoolCollector(pool_sizes))
         self.monitoring = MonitoringGauges()
         self.registry.register(self.monitoring)
@@ -95,6 +113,12 @@ class Metrics:
             self.online.labels(model, "computed").inc(computed)
         if rejected:
             self.online.labels(model, "rejected").inc(rejected)
+
+    def count_batch(self, model: str, requests: int, rows: int) -> None:
+        """One online scoring call for ``requests`` coalesced requests (``rows`` rows in all)."""
+        self.batches.labels(model).inc()
+        self.batched_requests.labels(model).inc(requests)
+        self.batched_rows.labels(model).inc(rows)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()

@@ -7,15 +7,15 @@ bit what the next batch run stores for the same features. Nothing is written to 
 
 The onnxruntime session is this process's one session for the model file (``core.model``
 caches it) and runs on a small dedicated thread pool, off the event loop, with an explicit
-intra-op thread budget.
+intra-op thread budget. Concurrent requests for one model version are validated and scored
+together (``pipelines.api.batcher``): the fixed cost of a call is paid once per batch.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipelines.api.batcher import MicroBatcher
 from pipelines.api.errors import UnprocessableRowsError
 from pipelines.core.card import DEFAULT_SIGNATURE
 from pipelines.core.model import Model, arrow_type, load_model
@@ -123,26 +124,78 @@ def prediction_fields(predictions: pa.Table) -> dict[str, dict[str, Any]]:
     return out
 
 
+Rows = list[dict[str, Any]]
+Answer = list[Computed] | Exception
+#: Rows per coalesced batch: 64 concurrent 50-row requests make ~3 batches, each a few ms.
+DEFAULT_MAX_BATCH_ROWS = 1024
+
+
+def compatible_groups(requests: list[Rows], tables: list[pa.Table | None]) -> list[list[int]]:
+    """Indices of requests that one ``score_table`` call can take: same schema, no key in common.
+
+    A key in two requests of one call would be rejected as a duplicate (validation rejects every
+    occurrence); apart, each request is validated exactly as if it came alone. ``None`` tables
+    (requests already refused) are left out.
+    """
+    groups: list[tuple[pa.Schema, set[str], list[int]]] = []
+    for i, table in enumerate(tables):
+        if table is None:
+            continue
+        keys = {row[ROW_KEY] for row in requests[i]}
+        for schema, taken, members in groups:
+            if schema.equals(table.schema) and taken.isdisjoint(keys):
+                taken |= keys
+                members.append(i)
+                break
+        else:
+            groups.append((table.schema, keys, [i]))
+    return [members for _, _, members in groups]
+
+
 class OnlineScorer:
     """Scores request rows with the active version of a model, one session per model file.
+
+    Concurrent requests for one model version are coalesced (``pipelines.api.batcher``) into one
+    validate + score call; rows are scored independently (static int8), so a row's answer does
+    not depend on what it was batched with.
 
     Args:
         models_dir: the folder of model versions (``<name>/<version>/card.json``).
         threads: intra-op threads of each onnxruntime session.
-        workers: threads that run sessions (calls beyond it queue): the API's CPU budget
+        workers: threads that run scoring calls (batches beyond it wait): the API's CPU budget
             for online scoring.
         batch_rows: rows per onnxruntime call (results do not depend on it: static int8).
+        max_batch_rows: rows per coalesced batch of requests.
+        observe: ``observe(model, requests, rows)`` once per coalesced batch (for metrics).
     """
 
     def __init__(
-        self, models_dir: Path, *, threads: int = 1, workers: int = 1, batch_rows: int = 8192
+        self,
+        models_dir: Path,
+        *,
+        threads: int = 1,
+        workers: int = 1,
+        batch_rows: int = 8192,
+        max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
+        observe: Callable[[str, int, int], None] | None = None,
     ) -> None:
         self.models_dir = models_dir
         self.threads = threads
         self.batch_rows = batch_rows
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="predcache-online")
         self._models: dict[tuple[str, str], Model] = {}
         self._lock = threading.Lock()
+
+        def observed(group: tuple[str, str], requests: int, rows: int) -> None:
+            if observe is not None:
+                observe(group[0], requests, rows)
+
+        self._batcher: MicroBatcher[tuple[str, str], Rows, list[Computed]] = MicroBatcher(
+            lambda group, batch: self.score(*group, batch),
+            size=len,
+            workers=workers,
+            max_rows=max_batch_rows,
+            observe=observed,
+        )
 
     def model(self, name: str, version: str) -> Model:
         """The loaded model (card checked against its files' sha256 on first use)."""
@@ -155,16 +208,42 @@ class OnlineScorer:
                 self._models[(name, version)] = loaded
             return loaded
 
-    def compute(self, name: str, version: str, rows: list[dict[str, Any]]) -> list[Computed]:
-        """Validate and score ``rows`` (blocking); one result per row, in request order.
+    def score(self, name: str, version: str, requests: list[Rows]) -> list[Answer]:
+        """Validate and score the rows of several requests (blocking), in as few calls as possible.
+
+        Returns:
+            Per request, in order: one result per row (in row order), or the request's own error
+            (``UnprocessableRowsError``: see ``rows_to_table``).
 
         Raises:
-            UnprocessableRowsError: see ``rows_to_table``.
             PredcacheError: the model version's files are missing or do not match its card.
         """
         model = self.model(name, version)
-        table = rows_to_table(rows, model)
-        result = score_table(ONLINE_SHARD, table, model, batch_rows=self.batch_rows)
+        answers: dict[int, Answer] = {}
+        tables: list[pa.Table | None] = []
+        for i, rows in enumerate(requests):
+            try:
+                tables.append(rows_to_table(rows, model))
+            except UnprocessableRowsError as exc:
+                answers[i] = exc
+                tables.append(None)
+        for group in compatible_groups(requests, tables):
+            scored = self._score_or_split(model, [requests[i] for i in group], [tables[i] for i in group])
+            answers.update(zip(group, scored, strict=True))
+        return [answers[i] for i in range(len(requests))]
+
+    def _score_or_split(self, model: Model, requests: list[Rows], tables: list[pa.Table]) -> list[Answer]:
+        """One ``score_table`` call for ``requests``; on a fault, each request alone, so it stays its own."""
+        try:
+            return self._score_together(model, requests, tables)
+        except Exception as exc:  # a fault, not a row problem (those are rejects with a reason)
+            if len(requests) == 1:
+                return [exc]
+            return [self._score_or_split(model, [r], [t])[0] for r, t in zip(requests, tables, strict=True)]
+
+    def _score_together(self, model: Model, requests: list[Rows], tables: list[pa.Table]) -> list[Answer]:
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        result = score_table(ONLINE_SHARD, table, model, batch_rows=self.batch_rows, fingerprints=False)
         scored = prediction_fields(result.predictions)
         rejected = dict(
             zip(
@@ -173,22 +252,38 @@ class OnlineScorer:
                 strict=True,
             )
         )
-        out = []
-        for row in rows:
-            key = row[ROW_KEY]
-            if key in scored:
-                out.append(Computed(key, fields=scored[key]))
-            else:
-                out.append(Computed(key, reason=rejected.get(key, "not scored")))
-        return out
+        return [[_computed(row[ROW_KEY], scored, rejected) for row in rows] for rows in requests]
 
-    async def compute_async(self, name: str, version: str, rows: list[dict[str, Any]]) -> list[Computed]:
-        """``compute`` on the scorer's thread pool, so the event loop keeps serving lookups."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.compute, name, version, rows)
+    def compute(self, name: str, version: str, rows: Rows) -> list[Computed]:
+        """Validate and score one request's ``rows`` alone (blocking); one result per row, in order.
+
+        Raises:
+            UnprocessableRowsError: see ``rows_to_table``.
+            PredcacheError: the model version's files are missing or do not match its card.
+        """
+        (answer,) = self.score(name, version, [rows])
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def compute_async(self, name: str, version: str, rows: Rows) -> list[Computed]:
+        """``compute``, coalesced with concurrent requests for the same model version.
+
+        Raises:
+            UnprocessableRowsError: see ``rows_to_table`` (this request's rows only).
+            PredcacheError: the model version's files are missing or do not match its card.
+            ScorerClosedError: the server is shutting down.
+        """
+        return await self._batcher.submit((name, version), rows)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._batcher.close()
+
+
+def _computed(key: str, scored: dict[str, dict[str, Any]], rejected: dict[str, str]) -> Computed:
+    if key in scored:
+        return Computed(key, fields=scored[key])
+    return Computed(key, reason=rejected.get(key, "not scored"))
 
 
 def now_text() -> str:

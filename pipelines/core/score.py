@@ -67,6 +67,7 @@ def score_table(
     batch_rows: int,
     max_key_length: int = MAX_KEY_LENGTH,
     unchanged: UnchangedFn | None = None,
+    fingerprints: bool = True,
 ) -> ShardResult:
     """Validate ``table`` against the model's card and score the good rows.
 
@@ -80,17 +81,21 @@ def score_table(
         batch_rows: rows per onnxruntime call (scores do not depend on it: static int8).
         max_key_length: longer keys are rejected.
         unchanged: for incremental runs, which valid rows to skip (see ``UnchangedFn``).
+        fingerprints: compute ``input_fp`` (null when False and ``unchanged`` is None: online
+            answers are not stored, and hashing was a fifth of the cost of scoring one row).
     """
     checked = validate(table, model.card, max_key_length=max_key_length)
     good = checked.good
-    fingerprints = input_fingerprint(good, fingerprint_columns(model.card))
+    hashes = None
+    if fingerprints or unchanged is not None:
+        hashes = input_fingerprint(good, fingerprint_columns(model.card))
     skipped = 0
-    if unchanged is not None and good.num_rows:
-        same = np.asarray(unchanged(good.column(model.card.key), fingerprints), dtype=bool)
+    if unchanged is not None and hashes is not None and good.num_rows:
+        same = np.asarray(unchanged(good.column(model.card.key), hashes), dtype=bool)
         skipped = int(same.sum())
         if skipped:
             good = good.filter(pa.array(~same))
-            fingerprints = fingerprints[~same]
+            hashes = hashes[~same]
     outputs = model.predict(good, batch_rows=batch_rows)
     n = good.num_rows
     label = label_values(model.card, outputs)
@@ -101,7 +106,7 @@ def score_table(
             pa.array(score, pa.float32()),
             pa.array(label, pa.int64()) if label is not None else pa.nulls(n, pa.int64()),
             encode_outputs(model.card, outputs, n),
-            pa.array(fingerprints, pa.int64()),
+            pa.array(hashes, pa.int64()) if hashes is not None else pa.nulls(n, pa.int64()),
         ],
         schema=PREDICTION_SCHEMA,
     )
