@@ -26,14 +26,11 @@ import pyarrow as pa
 
 from pipelines.api.batcher import MicroBatcher
 from pipelines.api.errors import UnprocessableRowsError
+from pipelines.api.rows import ROW_KEY, RowReader
 from pipelines.core.card import DEFAULT_SIGNATURE
-from pipelines.core.model import Model, arrow_type, load_model
+from pipelines.core.model import Model, load_model
 from pipelines.core.score import score_table
-from pipelines.core.validate import check_schema
-from pipelines.errors import InputError
 
-#: The key field of a compute row (whatever the model's key column is called).
-ROW_KEY = "key"
 ONLINE_SHARD = "online"
 
 
@@ -44,50 +41,6 @@ class Computed:
     key: str
     fields: dict[str, Any] | None = None
     reason: str | None = None
-
-
-def rows_to_table(rows: list[dict[str, Any]], model: Model) -> pa.Table:
-    """JSON rows as the Arrow table a batch shard would hold: the card's key column and inputs.
-
-    Fields that are not model inputs are ignored (as in batch). Each input column's Arrow type
-    is inferred from the JSON values, then held to the batch's schema rules (``check_schema``):
-    a number where a string is expected, or a string where a number is expected, is refused.
-
-    Raises:
-        UnprocessableRowsError: a row lacks a model input, or a field has a type the model
-            cannot take without guessing.
-    """
-    card = model.card
-    columns: dict[str, pa.Array] = {card.key: pa.array([row[ROW_KEY] for row in rows], pa.string())}
-    for name in card.columns:
-        missing = [i for i, row in enumerate(rows) if name not in row]
-        if missing:
-            raise UnprocessableRowsError(
-                f"rows[{missing[0]}] has no field '{name}'; every row needs each model input "
-                f"({', '.join(card.columns)}); send null for a missing value"
-            )
-        values = [row[name] for row in rows]
-        try:
-            column = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            raise UnprocessableRowsError(
-                f"field '{name}' mixes value types across rows; send every '{name}' as the same JSON type"
-            ) from None
-        if pa.types.is_null(column.type):  # every value null: typed as the model wants, rejected per row
-            column = pa.nulls(len(values), _input_type(model, name))
-        columns[name] = column
-    table = pa.table(columns)
-    try:
-        check_schema(table.schema, card, source="rows")
-    except InputError as exc:
-        raise UnprocessableRowsError(str(exc)) from None
-    return table
-
-
-def _input_type(model: Model, name: str) -> pa.DataType:
-    """The Arrow type the card feeds column ``name`` as (a list type for a list-fed input)."""
-    spec = next(spec for spec in model.card.inputs if name in spec.source_columns)
-    return pa.list_(arrow_type(spec.dtype)) if spec.is_list else arrow_type(spec.dtype)
 
 
 #: Columns of a scored shard that are bookkeeping, not part of a prediction's answer.
@@ -182,7 +135,7 @@ class OnlineScorer:
         self.models_dir = models_dir
         self.threads = threads
         self.batch_rows = batch_rows
-        self._models: dict[tuple[str, str], Model] = {}
+        self._models: dict[tuple[str, str], tuple[Model, RowReader]] = {}
         self._lock = threading.Lock()
 
         def observed(group: tuple[str, str], requests: int, rows: int) -> None:
@@ -197,15 +150,15 @@ class OnlineScorer:
             observe=observed,
         )
 
-    def model(self, name: str, version: str) -> Model:
-        """The loaded model (card checked against its files' sha256 on first use)."""
+    def model(self, name: str, version: str) -> tuple[Model, RowReader]:
+        """The loaded model (card checked against its files' sha256 on first use) and its row reader."""
         with self._lock:
             loaded = self._models.get((name, version))
             if loaded is None:
-                loaded = load_model(
+                model = load_model(
                     self.models_dir, name, version, signature=DEFAULT_SIGNATURE, threads=self.threads
                 )
-                self._models[(name, version)] = loaded
+                loaded = self._models[(name, version)] = (model, RowReader(model))
             return loaded
 
     def score(self, name: str, version: str, requests: list[Rows]) -> list[Answer]:
@@ -213,17 +166,17 @@ class OnlineScorer:
 
         Returns:
             Per request, in order: one result per row (in row order), or the request's own error
-            (``UnprocessableRowsError``: see ``rows_to_table``).
+            (``UnprocessableRowsError``: see ``RowReader.table``).
 
         Raises:
             PredcacheError: the model version's files are missing or do not match its card.
         """
-        model = self.model(name, version)
+        model, reader = self.model(name, version)
         answers: dict[int, Answer] = {}
         tables: list[pa.Table | None] = []
         for i, rows in enumerate(requests):
             try:
-                tables.append(rows_to_table(rows, model))
+                tables.append(reader.table(rows))
             except UnprocessableRowsError as exc:
                 answers[i] = exc
                 tables.append(None)
@@ -242,7 +195,7 @@ class OnlineScorer:
             return [self._score_or_split(model, [r], [t])[0] for r, t in zip(requests, tables, strict=True)]
 
     def _score_together(self, model: Model, requests: list[Rows], tables: list[pa.Table]) -> list[Answer]:
-        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        table = pa.concat_tables(tables).combine_chunks() if len(tables) > 1 else tables[0]
         result = score_table(ONLINE_SHARD, table, model, batch_rows=self.batch_rows, fingerprints=False)
         scored = prediction_fields(result.predictions)
         rejected = dict(
@@ -258,7 +211,7 @@ class OnlineScorer:
         """Validate and score one request's ``rows`` alone (blocking); one result per row, in order.
 
         Raises:
-            UnprocessableRowsError: see ``rows_to_table``.
+            UnprocessableRowsError: see ``RowReader.table``.
             PredcacheError: the model version's files are missing or do not match its card.
         """
         (answer,) = self.score(name, version, [rows])
@@ -270,7 +223,7 @@ class OnlineScorer:
         """``compute``, coalesced with concurrent requests for the same model version.
 
         Raises:
-            UnprocessableRowsError: see ``rows_to_table`` (this request's rows only).
+            UnprocessableRowsError: see ``RowReader.table`` (this request's rows only).
             PredcacheError: the model version's files are missing or do not match its card.
             ScorerClosedError: the server is shutting down.
         """
