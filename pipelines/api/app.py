@@ -75,7 +75,10 @@ def create_app(settings: Settings, *, pool_size: int = DEFAULT_POOL_SIZE) -> Sta
     def pool_sizes() -> tuple[int, int] | None:
         return runtime.store.pool_sizes() if runtime.store is not None else None
 
-    metrics = Metrics(pool_sizes)
+    def online_waiting() -> int:
+        return runtime.scorer.waiting() if runtime.scorer is not None else 0
+
+    metrics = Metrics(pool_sizes, online_waiting)
     api_keys = parse_api_keys(settings.api_keys)
     runtime = Runtime(
         api_keys=api_keys,

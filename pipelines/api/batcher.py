@@ -141,6 +141,10 @@ class MicroBatcher(Generic[G, P, R]):
                 waiting.future.set_result(answer)
         self._dispatch()
 
+    def waiting(self) -> int:
+        """Requests queued for a thread (those whose client left included, until a batch skips them)."""
+        return sum(len(queue) for queue in self._queues.values())
+
     def close(self) -> None:
         """Stop the threads; batches not yet started are cancelled, waiting requests too."""
         self._closed = True

@@ -41,12 +41,31 @@ class _PoolCollector(Collector):
         )
 
 
+class _WaitingCollector(Collector):
+    def __init__(self, waiting: Callable[[], int]) -> None:
+        self._waiting = waiting
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "predcache_api_online_waiting_requests",
+            "Online requests queued for a scoring thread (they join the next coalesced call)",
+            value=self._waiting(),
+        )
+
+
 class Metrics:
-    """The registry and instruments of one app."""
+    """The registry and instruments of one app.
+
+    Args:
+        pool_sizes: (open, in use) connections of the database pool, None before it opens.
+        online_waiting: online requests queued for a scoring thread.
+    """
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, pool_sizes: Callable[[], tuple[int, int] | None]) -> None:
+    def __init__(
+        self, pool_sizes: Callable[[], tuple[int, int] | None], online_waiting: Callable[[], int]
+    ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "predcache_api_requests",
@@ -92,6 +111,7 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_PoolCollector(pool_sizes))
+        self.registry.register(_WaitingCollector(online_waiting))
         self.monitoring = MonitoringGauges()
         self.registry.register(self.monitoring)
 

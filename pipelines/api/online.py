@@ -229,6 +229,10 @@ class OnlineScorer:
         """
         return await self._batcher.submit((name, version), rows)
 
+    def waiting(self) -> int:
+        """Requests queued for a scoring thread (call on the event loop's thread)."""
+        return self._batcher.waiting()
+
     def close(self) -> None:
         self._batcher.close()
 
