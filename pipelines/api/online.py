@@ -25,8 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.api.batcher import MicroBatcher
-from pipelines.api.errors import UnprocessableRowsError
-from pipelines.api.rows import ROW_KEY, RowReader
+from pipelines.api.rows import ROW_KEY, ReadBatch, RowReader, Rows
 from pipelines.core.card import DEFAULT_SIGNATURE
 from pipelines.core.model import Model, load_model
 from pipelines.core.score import score_table
@@ -77,32 +76,9 @@ def prediction_fields(predictions: pa.Table) -> dict[str, dict[str, Any]]:
     return out
 
 
-Rows = list[dict[str, Any]]
 Answer = list[Computed] | Exception
 #: Rows per coalesced batch: 64 concurrent 50-row requests make ~3 batches, each a few ms.
 DEFAULT_MAX_BATCH_ROWS = 1024
-
-
-def compatible_groups(requests: list[Rows], tables: list[pa.Table | None]) -> list[list[int]]:
-    """Indices of requests that one ``score_table`` call can take: same schema, no key in common.
-
-    A key in two requests of one call would be rejected as a duplicate (validation rejects every
-    occurrence); apart, each request is validated exactly as if it came alone. ``None`` tables
-    (requests already refused) are left out.
-    """
-    groups: list[tuple[pa.Schema, set[str], list[int]]] = []
-    for i, table in enumerate(tables):
-        if table is None:
-            continue
-        keys = {row[ROW_KEY] for row in requests[i]}
-        for schema, taken, members in groups:
-            if schema.equals(table.schema) and taken.isdisjoint(keys):
-                taken |= keys
-                members.append(i)
-                break
-        else:
-            groups.append((table.schema, keys, [i]))
-    return [members for _, _, members in groups]
 
 
 class OnlineScorer:
@@ -172,30 +148,33 @@ class OnlineScorer:
             PredcacheError: the model version's files are missing or do not match its card.
         """
         model, reader = self.model(name, version)
-        answers: dict[int, Answer] = {}
-        tables: list[pa.Table | None] = []
-        for i, rows in enumerate(requests):
-            try:
-                tables.append(reader.table(rows))
-            except UnprocessableRowsError as exc:
-                answers[i] = exc
-                tables.append(None)
-        for group in compatible_groups(requests, tables):
-            scored = self._score_or_split(model, [requests[i] for i in group], [tables[i] for i in group])
-            answers.update(zip(group, scored, strict=True))
+        batches, refused = reader.read(requests)
+        answers: dict[int, Answer] = dict(refused)
+        for batch in batches:
+            answers.update(
+                zip(batch.members, self._score_or_split(model, reader, requests, batch), strict=True)
+            )
         return [answers[i] for i in range(len(requests))]
 
-    def _score_or_split(self, model: Model, requests: list[Rows], tables: list[pa.Table]) -> list[Answer]:
-        """One ``score_table`` call for ``requests``; on a fault, each request alone, so it stays its own."""
+    def _score_or_split(
+        self, model: Model, reader: RowReader, requests: list[Rows], batch: ReadBatch
+    ) -> list[Answer]:
+        """One ``score_table`` call for a batch; on a fault, each request alone, so it stays its own."""
         try:
-            return self._score_together(model, requests, tables)
+            return self._score_table(model, [requests[i] for i in batch.members], batch.table)
         except Exception as exc:  # a fault, not a row problem (those are rejects with a reason)
-            if len(requests) == 1:
+            if len(batch.members) == 1:
                 return [exc]
-            return [self._score_or_split(model, [r], [t])[0] for r, t in zip(requests, tables, strict=True)]
+        answers: list[Answer] = []
+        for i in batch.members:
+            try:
+                answers.extend(self._score_table(model, [requests[i]], reader.table(requests[i])))
+            except Exception as exc:  # the fault of this request alone
+                answers.append(exc)
+        return answers
 
-    def _score_together(self, model: Model, requests: list[Rows], tables: list[pa.Table]) -> list[Answer]:
-        table = pa.concat_tables(tables).combine_chunks() if len(tables) > 1 else tables[0]
+    def _score_table(self, model: Model, requests: list[Rows], table: pa.Table) -> list[Answer]:
+        """Score ``table`` (the rows of ``requests``, in order); one answer per request."""
         result = score_table(ONLINE_SHARD, table, model, batch_rows=self.batch_rows, fingerprints=False)
         scored = prediction_fields(result.predictions)
         rejected = dict(

@@ -1,14 +1,16 @@
-"""JSON rows of an online request as the Arrow table a batch shard would hold.
+"""JSON rows of online requests as the Arrow tables a batch shard would hold.
 
 Fields that are not model inputs are ignored (as in batch). Each input column's Arrow type is
 inferred from the request's own JSON values, then held to the batch's schema rules
 (``core.validate.check_schema``): a number where a string is expected, or a string where a
-number is expected, is refused. Types are inferred per request, never across requests, so a
-request's table (and so its answer) does not depend on what it is batched with.
+number is expected, is refused. A request's types are the ones it would get alone, whatever
+it is batched with, so its table (and so its answer) does not depend on its neighbours.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -22,6 +24,31 @@ from pipelines.errors import InputError
 ROW_KEY = "key"
 #: Schemas whose check is remembered per model (requests repeat a handful of them).
 MAX_REMEMBERED_SCHEMAS = 64
+Rows = list[dict[str, Any]]
+
+#: Python types of a column's values for which pyarrow infers the Arrow type from the set of
+#: types alone: strings (string), numbers (int64 when only ints within int64, else double),
+#: booleans (bool); nulls beside any of them. Requests whose columns hold the same such sets
+#: (nulls aside) get, read together, the types each gets alone.
+_SIMPLE_FAMILIES = (frozenset({str}), frozenset({int, float}), frozenset({bool}))
+_NULL = type(None)
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+@dataclass(frozen=True)
+class ReadBatch:
+    """Requests (their indices) read into one table: same column types, no key in common."""
+
+    members: list[int]
+    table: pa.Table
+
+
+@dataclass
+class _Group:
+    shape: tuple[str, Hashable]
+    keys: set[str] = field(default_factory=set)
+    members: list[int] = field(default_factory=list)
+    tables: list[pa.Table] = field(default_factory=list)
 
 
 class RowReader:
@@ -57,6 +84,11 @@ class RowReader:
                 raise UnprocessableRowsError(
                     f"field '{name}' mixes value types across rows; send every '{name}' as the same JSON type"
                 ) from None
+            except UnicodeEncodeError:  # JSON can carry a lone surrogate (\\ud800), UTF-8 cannot
+                raise UnprocessableRowsError(
+                    f"field '{name}' holds a string that is not valid Unicode (a lone surrogate); "
+                    "fix the string"
+                ) from None
             if pa.types.is_null(column.type):  # every value null: typed as the model wants, rejected per row
                 column = pa.nulls(len(values), self._null_types[name])
             columns[name] = column
@@ -65,6 +97,77 @@ class RowReader:
         if refusal is not None:
             raise UnprocessableRowsError(refusal)
         return table
+
+    def read(self, requests: list[Rows]) -> tuple[list[ReadBatch], dict[int, UnprocessableRowsError]]:
+        """Several requests as few tables as possible; a refused request is refused alone.
+
+        Requests share a table when their columns have the same Arrow types and no key is in
+        two of them (validation rejects every occurrence of a repeated key; apart, each request
+        is validated exactly as if it came alone). Requests with the same simple value types
+        (``_SIMPLE_FAMILIES``) are read in one pass over all their rows; any other request is
+        read alone first, to learn its types, and shares only with requests of the same schema.
+
+        Returns:
+            The tables with the requests each holds, and the refusal of each refused request.
+        """
+        refused: dict[int, UnprocessableRowsError] = {}
+        groups: list[_Group] = []
+        for i, rows in enumerate(requests):
+            types = self._value_types(rows)
+            table = None
+            shape: tuple[str, Hashable] = ("types", types)
+            if types is None:
+                try:
+                    table = self.table(rows)
+                except UnprocessableRowsError as exc:
+                    refused[i] = exc
+                    continue
+                shape = ("schema", table.schema)
+            keys = {row[ROW_KEY] for row in rows}
+            group = next((g for g in groups if g.shape == shape and g.keys.isdisjoint(keys)), None)
+            if group is None:
+                group = _Group(shape)
+                groups.append(group)
+            group.keys |= keys
+            group.members.append(i)
+            if table is not None:
+                group.tables.append(table)
+        batches: list[ReadBatch] = []
+        for group in groups:
+            if group.tables:
+                batches.append(ReadBatch(group.members, pa.concat_tables(group.tables).combine_chunks()))
+                continue
+            try:
+                batches.append(
+                    ReadBatch(group.members, self.table([r for i in group.members for r in requests[i]]))
+                )
+            except UnprocessableRowsError:  # a refusal of one of them (a bad string): find whose
+                for i in group.members:
+                    try:
+                        batches.append(ReadBatch([i], self.table(requests[i])))
+                    except UnprocessableRowsError as exc:
+                        refused[i] = exc
+        return batches, refused
+
+    def _value_types(self, rows: Rows) -> tuple[frozenset[type], ...] | None:
+        """Per input column, the Python types of the values when they are simple; else None.
+
+        None too when a row lacks a field (``table`` names the row) or a column is all null
+        (typed from the card, per request).
+        """
+        types: list[frozenset[type]] = []
+        for name in self._columns:
+            try:
+                values = [row[name] for row in rows]
+            except KeyError:
+                return None
+            known = frozenset(map(type, values)) - {_NULL}  # nulls do not change an inferred type
+            if not known or not any(known <= family for family in _SIMPLE_FAMILIES):
+                return None
+            if int in known and not all(_INT64_MIN <= v <= _INT64_MAX for v in values if type(v) is int):
+                return None
+            types.append(known)
+        return tuple(types)
 
     def _refusal(self, schema: pa.Schema) -> str | None:
         """Why ``check_schema`` refuses ``schema`` (None: accepted), remembered per schema."""

@@ -19,7 +19,7 @@ import pytest
 
 from pipelines.api import create_app
 from pipelines.api.errors import UnprocessableRowsError
-from pipelines.api.online import OnlineScorer, compatible_groups
+from pipelines.api.online import OnlineScorer
 from pipelines.core.card import load_card
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -53,7 +53,7 @@ def test_rows_get_the_same_answer_alone_as_in_a_coalesced_call(
 ) -> None:
     requests = [day_rows[i : i + 1] for i in range(40)] + [day_rows[40:90], day_rows[90:120]]
     _, reader = scorer.model(*FLIGHTS)
-    assert compatible_groups(requests, [reader.table(rows) for rows in requests]) == [list(range(42))]
+    assert [batch.members for batch in reader.read(requests)[0]] == [list(range(42))]
     together = scorer.score(*FLIGHTS, requests)
     alone = [scorer.compute(*FLIGHTS, rows) for rows in requests]
     assert together == alone
@@ -90,7 +90,7 @@ def test_requests_whose_json_types_differ_are_scored_apart_as_if_alone(
     as_float = [{**day_rows[8], "distance": float(day_rows[8]["distance"])}]  # JSON 1400.0, not 1400
     requests = [day_rows[7:8], as_float, day_rows[9:10]]
     _, reader = scorer.model(*FLIGHTS)
-    assert compatible_groups(requests, [reader.table(rows) for rows in requests]) == [[0, 2], [1]]
+    assert [batch.members for batch in reader.read(requests)[0]] == [[0, 2], [1]]
     assert scorer.score(*FLIGHTS, requests) == [scorer.compute(*FLIGHTS, rows) for rows in requests]
 
 
