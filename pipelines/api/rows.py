@@ -30,7 +30,7 @@ Rows = list[dict[str, Any]]
 #: types alone: strings (string), numbers (int64 when only ints within int64, else double),
 #: booleans (bool); nulls beside any of them. Requests whose columns hold the same such sets
 #: (nulls aside) get, read together, the types each gets alone.
-_SIMPLE_FAMILIES = (frozenset({str}), frozenset({int, float}), frozenset({bool}))
+_SIMPLE_TYPES = frozenset(frozenset(types) for types in ({str}, {int}, {float}, {int, float}, {bool}))
 _NULL = type(None)
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
@@ -104,7 +104,7 @@ class RowReader:
         Requests share a table when their columns have the same Arrow types and no key is in
         two of them (validation rejects every occurrence of a repeated key; apart, each request
         is validated exactly as if it came alone). Requests with the same simple value types
-        (``_SIMPLE_FAMILIES``) are read in one pass over all their rows; any other request is
+        (``_SIMPLE_TYPES``) are read in one pass over all their rows; any other request is
         read alone first, to learn its types, and shares only with requests of the same schema.
 
         Returns:
@@ -162,7 +162,7 @@ class RowReader:
             except KeyError:
                 return None
             known = frozenset(map(type, values)) - {_NULL}  # nulls do not change an inferred type
-            if not known or not any(known <= family for family in _SIMPLE_FAMILIES):
+            if known not in _SIMPLE_TYPES:  # an all-null column is not either
                 return None
             if int in known and not all(_INT64_MIN <= v <= _INT64_MAX for v in values if type(v) is int):
                 return None

@@ -212,6 +212,8 @@ def _scalar_reasons(reasons: pa.Array, column: pa.Array, name: str, dtype: str) 
 
 def _cast(column: pa.Array, dtype: str) -> pa.Array:
     target = arrow_type(dtype)
+    if column.type == target:  # nothing to convert (a cast call costs ~15 us even then)
+        return column
     # float64 -> float32 rounds (values out of range were rejected above); every other cast is exact.
     return column.cast(target, safe=False) if dtype == "float32" else column.cast(target)
 
