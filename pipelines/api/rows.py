@@ -27,12 +27,12 @@ MAX_REMEMBERED_SCHEMAS = 64
 Rows = list[dict[str, Any]]
 
 #: Python types of a column's values for which pyarrow infers the Arrow type from the set of
-#: types alone: strings (string), numbers (int64 when only ints within int64, else double),
+#: types alone: strings (string), ints (int64), ints and floats (double), floats (double),
 #: booleans (bool); nulls beside any of them. Requests whose columns hold the same such sets
-#: (nulls aside) get, read together, the types each gets alone.
+#: (nulls aside) get, read together, the types each gets alone. (An int beyond int64 is an
+#: error, never another type: a table read together that fails is read again request by request.)
 _SIMPLE_TYPES = frozenset(frozenset(types) for types in ({str}, {int}, {float}, {int, float}, {bool}))
 _NULL = type(None)
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ class RowReader:
                 batches.append(
                     ReadBatch(group.members, self.table([r for i in group.members for r in requests[i]]))
                 )
-            except UnprocessableRowsError:  # a refusal of one of them (a bad string): find whose
+            except UnprocessableRowsError:  # one of them is refused (an int beyond int64, a bad string)
                 for i in group.members:
                     try:
                         batches.append(ReadBatch([i], self.table(requests[i])))
@@ -163,8 +163,6 @@ class RowReader:
                 return None
             known = frozenset(map(type, values)) - {_NULL}  # nulls do not change an inferred type
             if known not in _SIMPLE_TYPES:  # an all-null column is not either
-                return None
-            if int in known and not all(_INT64_MIN <= v <= _INT64_MAX for v in values if type(v) is int):
                 return None
             types.append(known)
         return tuple(types)

@@ -82,3 +82,10 @@ def test_a_lone_surrogate_is_refused_with_a_reason_and_only_for_its_request(read
     batches, refused = reader.read(requests)
     assert [batch.members for batch in batches] == [[0]]
     assert "not valid Unicode" in str(refused[1])
+
+
+def test_an_int_beyond_int64_is_refused_only_for_its_request(reader: RowReader) -> None:
+    requests = [[{"key": "a", "x": 1.0, "n": 1}], [{"key": "b", "x": 2.0, "n": 2**63}]]
+    batches, refused = reader.read(requests)
+    assert [batch.members for batch in batches] == [[0]]
+    assert str(refused[1]) == _alone(reader, requests[1])
