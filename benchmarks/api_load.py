@@ -9,10 +9,13 @@ subprocess, and a load generator in a second process (aiohttp, keep-alive connec
 single-key GETs and 50-key batchGets at 16 and 64 connections, ``--seconds`` each (and at
 most ``--max-requests``), every key a real published one. The ceiling is the database part
 alone: a third process running the API's query (pipelines.api.reader.LOOKUP_QUERY) through an
-asyncpg pool of the API's size with the same number of concurrent tasks. Then online scoring
-(``predictions:compute``) of 1 and 50 real rows at the same concurrency, next to the lookups:
-the target is a 1-row compute p99 within 2x of a single lookup's p99. Prints markdown tables
-and writes benchmarks/out/api_load.json.
+asyncpg pool of the API's size with the same number of concurrent tasks. Online scoring
+(``predictions:compute``) of 1 and 50 real rows runs at the same concurrency, each right after
+the lookup it is compared with (same load on a shared machine): the target is a 1-row compute
+p99 within 2x of a single lookup's p99. The server's /metrics give the requests answered per
+online scoring call (coalescing). The HTTP scenarios run ``--rounds`` times; the target is
+judged on the median of the rounds' ratios. Prints markdown tables, the load average, and
+writes benchmarks/out/api_load.json.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import multiprocessing
 import os
 import random
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,6 +53,7 @@ WARMUP_S = 2.0
 SERVER_START_TIMEOUT_S = 60.0
 PREBUILT_REQUESTS = 2000
 PORT_ATTEMPTS = 3
+DEFAULT_ROUNDS = 3
 
 
 # --- the two load processes -------------------------------------------------------------------
@@ -176,7 +181,25 @@ async def _http_scenario(plan: LoadPlan, size: int, conns: int, mode: str = "loo
             except aiohttp.ClientError:
                 return False
 
-        return await _warm_then_drive(plan, conns, call)
+        if mode != "compute":
+            return await _warm_then_drive(plan, conns, call)
+        before = await _online_calls(session)
+        summary = await _warm_then_drive(plan, conns, call)
+        after = await _online_calls(session)
+        calls, requests = (after[0] - before[0]), (after[1] - before[1])
+        return {**summary, "requests_per_call": round(requests / calls, 2) if calls else float("nan")}
+
+
+async def _online_calls(session: Any) -> tuple[float, float]:
+    """(online scoring calls, requests they answered) so far, from the server's /metrics."""
+    values = {"predcache_api_online_batches_total": 0.0, "predcache_api_online_batched_requests_total": 0.0}
+    async with session.get("/metrics") as response:
+        text = await response.text()
+    for line in text.splitlines():
+        name = line.split("{", 1)[0]
+        if name in values:
+            values[name] += float(line.split()[-1])
+    return values["predcache_api_online_batches_total"], values["predcache_api_online_batched_requests_total"]
 
 
 async def _asyncpg_scenario(plan: LoadPlan, size: int, conns: int) -> dict[str, float]:
@@ -342,17 +365,19 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def _compute_report(online: list[dict[str, Any]], lookups: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each compute scenario with the single-key lookup at the same concurrency, and the p99 ratio."""
-    single = {r["conns"]: r for r in lookups if r["batch"] == 1}
+    """Each compute scenario beside the single-key lookup of its round and concurrency, with the p99 ratio."""
+    single = {(r["round"], r["conns"]): r for r in lookups if r["batch"] == 1}
     out = []
     for r in online:
-        base = single[r["conns"]]
+        base = single[(r["round"], r["conns"])]
         ratio = r["p99_ms"] / base["p99_ms"]
         out.append(
             {
                 **r,
+                "lookup_p50_ms": base["p50_ms"],
                 "lookup_p99_ms": base["p99_ms"],
                 "lookup_rps": base["rps"],
+                "lookup_server_cpu_us_per_req": base["server_cpu_us_per_req"],
                 "p99_vs_lookup": round(ratio, 2),
                 "target_met": ratio <= COMPUTE_P99_TARGET if r["batch"] == 1 else None,
             }
@@ -360,20 +385,52 @@ def _compute_report(online: list[dict[str, Any]], lookups: list[dict[str, Any]])
     return out
 
 
+def _target_verdicts(compute: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Per concurrency: the 1-row ratio of every round, their median, and whether it meets the target.
+
+    One round's p99 on a shared machine can be one unlucky scheduling stall; the median over
+    rounds, each ratio taken within its round, is the figure the target is judged on.
+    """
+    verdicts = {}
+    for conns in CONNECTIONS:
+        ratios = [r["p99_vs_lookup"] for r in compute if r["batch"] == 1 and r["conns"] == conns]
+        median = statistics.median(ratios)
+        verdicts[conns] = {"ratios": ratios, "median": median, "met": median <= COMPUTE_P99_TARGET}
+    return verdicts
+
+
 def _compute_table(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| request | conns | req/s | p50 ms | p99 ms | errors | single lookup req/s | single lookup p99 ms "
-        f"| p99 / lookup p99 | target (1 row, <= {COMPUTE_P99_TARGET:g}x) |"
+        "| round | request | conns | req/s | p50 ms | p99 ms | errors | server CPU µs/req "
+        "| requests per scoring call | single lookup req/s | lookup p50 ms | lookup p99 ms "
+        f"| lookup server CPU µs/req | p99 / lookup p99 | target (1 row, <= {COMPUTE_P99_TARGET:g}x) |"
     )
-    lines = [head, "|" + "---|" * 10]
+    lines = [head, "|" + "---|" * 15]
     for r in rows:
         target = "" if r["target_met"] is None else ("met" if r["target_met"] else "missed")
         lines.append(
-            f"| compute {r['batch']} row{'s' if r['batch'] > 1 else ''} | {r['conns']} | {r['rps']:,.0f} | "
-            f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | {r['lookup_rps']:,.0f} | "
-            f"{r['lookup_p99_ms']:.2f} | {r['p99_vs_lookup']:.2f} | {target} |"
+            f"| {r['round'] + 1} | compute {r['batch']} row{'s' if r['batch'] > 1 else ''} | {r['conns']} | "
+            f"{r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | "
+            f"{r['server_cpu_us_per_req']:.0f} | {r['requests_per_call']:.1f} | {r['lookup_rps']:,.0f} | "
+            f"{r['lookup_p50_ms']:.2f} | {r['lookup_p99_ms']:.2f} | "
+            f"{r['lookup_server_cpu_us_per_req']:.0f} | {r['p99_vs_lookup']:.2f} | {target} |"
         )
     return "\n".join(lines)
+
+
+def _interleaved(batch: int, rounds: int) -> list[dict[str, Any]]:
+    """Every HTTP scenario ``rounds`` times, each compute one right after the lookup it is compared with.
+
+    Other work on a shared machine changes latency from one minute to the next; run back to
+    back, a lookup and its compute see the same load, which is what the 2x target compares.
+    """
+    return [
+        {"round": round_, "batch": size, "conns": conns, "mode": mode}
+        for round_ in range(rounds)
+        for conns in CONNECTIONS
+        for size in (1, batch)
+        for mode in ("lookup", "compute")
+    ]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -385,6 +442,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per scenario")
     parser.add_argument("--max-requests", type=int, default=500_000, help="cap on requests per scenario")
     parser.add_argument("--batch", type=int, default=BATCH_KEYS, help="keys per batchGet")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=DEFAULT_ROUNDS,
+        help="times every HTTP scenario runs; the 2x target is judged on the median of the rounds' ratios",
+    )
     args = parser.parse_args(argv)
 
     from pipelines.api.reader import DEFAULT_POOL_SIZE
@@ -393,8 +456,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     settings = Settings()
     server_url = resolve_url(settings.database_url, settings.embedded_pgdata)
-    scenarios = [{"batch": b, "conns": c, "mode": "lookup"} for b in (1, args.batch) for c in CONNECTIONS]
-    compute = [{"batch": b, "conns": c, "mode": "compute"} for b in (1, args.batch) for c in CONNECTIONS]
+    http_scenarios = _interleaved(args.batch, args.rounds)
+    scenarios = [sc for sc in http_scenarios if sc["mode"] == "lookup" and sc["round"] == 0]
     load_before = [round(x, 2) for x in os.getloadavg()]  # other work on the machine skews every figure
     with tempfile.TemporaryDirectory(prefix="predcache-api-bench-") as tmp_text:
         tmp = Path(tmp_text)
@@ -411,7 +474,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 kind="http",
                 target=f"http://127.0.0.1:{port}",
                 keys=keys,
-                scenarios=scenarios,
+                scenarios=http_scenarios,
                 seconds=args.seconds,
                 max_requests=args.max_requests,
                 pool_size=DEFAULT_POOL_SIZE,
@@ -420,12 +483,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 rows=_compute_rows(source),
             )
             try:
-                api = _in_second_process(plan)
-                online = _in_second_process(replace(plan, scenarios=compute))
+                measured = _in_second_process(plan)
             finally:
                 server.terminate()
                 server.wait(timeout=30)
-            bare = _in_second_process(replace(plan, kind="asyncpg", target=url, server_pid=None, rows=None))
+            load_http = [round(x, 2) for x in os.getloadavg()]
+            lookups = [r for r in measured if r["mode"] == "lookup"]
+            online = [r for r in measured if r["mode"] == "compute"]
+            bare = _in_second_process(
+                replace(plan, kind="asyncpg", target=url, server_pid=None, rows=None, scenarios=scenarios)
+            )
         finally:
             drop_database(server_url, url)
     rows_out = [
@@ -434,8 +501,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "api": {k: v for k, v in a.items() if k not in sc},
             "asyncpg": {k: v for k, v in b.items() if k not in sc},
         }
-        for sc, a, b in zip(scenarios, api, bare, strict=True)
+        for sc, a, b in zip(scenarios, [r for r in lookups if r["round"] == 0], bare, strict=True)
     ]
+    compute = _compute_report(online, lookups)
+    verdicts = _target_verdicts(compute)
     report = {
         "model": MODEL,
         "predictions": rows,
@@ -445,16 +514,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "client": "aiohttp in a second process",
         "cpus": os.cpu_count(),
         "load_average": load_before,
+        "load_average_after_http": load_http,
         "scenarios": rows_out,
-        "compute": _compute_report(online, api),
+        "rounds": args.rounds,
+        "compute": compute,
+        "compute_target": verdicts,
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(report, indent=2))
     print(f"{rows} published predictions of {MODEL}; {args.seconds:g} s per scenario; ", end="")
-    print(f"pool of {DEFAULT_POOL_SIZE}; load average before: {report['load_average']}\n")
+    print(
+        f"pool of {DEFAULT_POOL_SIZE}; load average (1, 5, 15 min) before: {report['load_average']}, "
+        f"after the HTTP scenarios: {load_http}; {os.cpu_count()} CPUs\n"
+    )
+    print("Lookups (round 1) next to a bare asyncpg loop:\n")
     print(_table(rows_out))
-    print("\nOnline scoring (predictions:compute) next to the cache lookups, same server and connections:\n")
-    print(_compute_table(report["compute"]))
+    print(
+        "\nOnline scoring (predictions:compute), each run right after the lookups at the same "
+        "connections, same server:\n"
+    )
+    print(_compute_table(compute))
+    for conns, verdict in verdicts.items():
+        ratios = ", ".join(f"{ratio:.2f}" for ratio in verdict["ratios"])
+        print(
+            f"\n1-row compute p99 / single lookup p99 at {conns} connections: median {verdict['median']:.2f} "
+            f"over {args.rounds} round(s) ({ratios}): target <= {COMPUTE_P99_TARGET:g}x "
+            f"{'met' if verdict['met'] else 'NOT met'}"
+        )
     print(f"\nwrote {OUT}")
     return report
 

@@ -24,6 +24,7 @@ from pipelines.api.online import OnlineScorer
 from pipelines.api.openapi import openapi_document
 from pipelines.api.reader import DEFAULT_POOL_SIZE, ReadStore, open_pool
 from pipelines.api.routes import ROUTES, Runtime
+from pipelines.api.versions import ActiveVersions
 from pipelines.errors import PredcacheError
 from pipelines.settings import Settings
 from pipelines.store.db import connection, resolve_url
@@ -31,6 +32,8 @@ from pipelines.store.roles import prepare_api_login
 from pipelines.store.schema import require_head
 
 POOL_CLOSE_TIMEOUT_S = 10.0
+#: Threads that run online scoring calls in one API process.
+ONLINE_SCORING_THREADS = 1
 _log = logging.getLogger("pipelines.api")
 
 
@@ -72,16 +75,24 @@ def create_app(settings: Settings, *, pool_size: int = DEFAULT_POOL_SIZE) -> Sta
     def pool_sizes() -> tuple[int, int] | None:
         return runtime.store.pool_sizes() if runtime.store is not None else None
 
-    metrics = Metrics(pool_sizes)
+    def online_waiting() -> int:
+        return runtime.scorer.waiting() if runtime.scorer is not None else 0
+
+    metrics = Metrics(pool_sizes, online_waiting)
     api_keys = parse_api_keys(settings.api_keys)
     runtime = Runtime(
         api_keys=api_keys,
         metrics=metrics,
         openapi=openapi_document(api_keys=bool(api_keys)),
-        # One session thread per model and one scoring thread per API process: lookups keep the
-        # rest of the CPU (settings.ort_threads is the same budget the batch workers get).
+        # One scoring thread per API process (concurrent requests share its calls: see
+        # pipelines.api.batcher) with settings.ort_threads intra-op threads, the budget each batch
+        # worker gets: lookups keep the rest of the CPU.
         scorer=OnlineScorer(
-            settings.models_dir, threads=settings.ort_threads, batch_rows=settings.batch_rows
+            settings.models_dir,
+            threads=settings.ort_threads,
+            workers=ONLINE_SCORING_THREADS,
+            batch_rows=settings.batch_rows,
+            observe=metrics.count_batch,
         ),
     )
 
@@ -90,10 +101,12 @@ def create_app(settings: Settings, *, pool_size: int = DEFAULT_POOL_SIZE) -> Sta
         url = await asyncio.to_thread(prepare_database, settings)
         pool = await open_pool(url, size=pool_size)
         runtime.store = ReadStore(pool)
+        runtime.versions = ActiveVersions(runtime.store.active_version)
         try:
             yield
         finally:
             runtime.store = None
+            runtime.versions = None
             if runtime.scorer is not None:
                 runtime.scorer.close()
             try:

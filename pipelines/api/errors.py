@@ -75,6 +75,13 @@ class KeyNotFoundError(PredcacheError):
         )
 
 
+class ScorerClosedError(PredcacheError):
+    """Online scoring was asked for after the server began shutting down."""
+
+    def __init__(self) -> None:
+        super().__init__("the server is shutting down and scores no more rows; retry on another instance")
+
+
 #: (error class, HTTP status, error code); the first class in an error's MRO that is listed wins.
 _STATUS: dict[type[BaseException], tuple[int, str]] = {
     PayloadTooLargeError: (413, "PAYLOAD_TOO_LARGE"),
@@ -86,6 +93,7 @@ _STATUS: dict[type[BaseException], tuple[int, str]] = {
     UnknownModelError: (404, "MODEL_NOT_FOUND"),
     KeyNotFoundError: (404, "KEY_NOT_FOUND"),
     StoreError: (503, "UNAVAILABLE"),
+    ScorerClosedError: (503, "UNAVAILABLE"),
     ConfigError: (500, "INTERNAL"),
     PredcacheError: (500, "INTERNAL"),
 }

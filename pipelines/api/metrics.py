@@ -41,12 +41,31 @@ class _PoolCollector(Collector):
         )
 
 
+class _WaitingCollector(Collector):
+    def __init__(self, waiting: Callable[[], int]) -> None:
+        self._waiting = waiting
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "predcache_api_online_waiting_requests",
+            "Online requests queued for a scoring thread (they join the next coalesced call)",
+            value=self._waiting(),
+        )
+
+
 class Metrics:
-    """The registry and instruments of one app."""
+    """The registry and instruments of one app.
+
+    Args:
+        pool_sizes: (open, in use) connections of the database pool, None before it opens.
+        online_waiting: online requests queued for a scoring thread.
+    """
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, pool_sizes: Callable[[], tuple[int, int] | None]) -> None:
+    def __init__(
+        self, pool_sizes: Callable[[], tuple[int, int] | None], online_waiting: Callable[[], int]
+    ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "predcache_api_requests",
@@ -73,7 +92,26 @@ class Metrics:
             ["model", "status"],
             registry=self.registry,
         )
+        self.batches = Counter(
+            "predcache_api_online_batches",
+            "Online scoring calls: each validates and scores the coalesced rows of one or more requests",
+            ["model"],
+            registry=self.registry,
+        )
+        self.batched_requests = Counter(
+            "predcache_api_online_batched_requests",
+            "Requests answered by online scoring calls (divided by batches: requests per call)",
+            ["model"],
+            registry=self.registry,
+        )
+        self.batched_rows = Counter(
+            "predcache_api_online_batched_rows",
+            "Rows sent to online scoring calls (divided by batches: rows per call)",
+            ["model"],
+            registry=self.registry,
+        )
         self.registry.register(_PoolCollector(pool_sizes))
+        self.registry.register(_WaitingCollector(online_waiting))
         self.monitoring = MonitoringGauges()
         self.registry.register(self.monitoring)
 
@@ -95,6 +133,12 @@ class Metrics:
             self.online.labels(model, "computed").inc(computed)
         if rejected:
             self.online.labels(model, "rejected").inc(rejected)
+
+    def count_batch(self, model: str, requests: int, rows: int) -> None:
+        """One online scoring call for ``requests`` coalesced requests (``rows`` rows in all)."""
+        self.batches.labels(model).inc()
+        self.batched_requests.labels(model).inc(requests)
+        self.batched_rows.labels(model).inc(rows)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()

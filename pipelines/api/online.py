@@ -7,15 +7,15 @@ bit what the next batch run stores for the same features. Nothing is written to 
 
 The onnxruntime session is this process's one session for the model file (``core.model``
 caches it) and runs on a small dedicated thread pool, off the event loop, with an explicit
-intra-op thread budget.
+intra-op thread budget. Concurrent requests for one model version are validated and scored
+together (``pipelines.api.batcher``): the fixed cost of a call is paid once per batch.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,15 +24,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipelines.api.errors import UnprocessableRowsError
+from pipelines.api.batcher import MicroBatcher
+from pipelines.api.rows import ROW_KEY, ReadBatch, RowReader, Rows
 from pipelines.core.card import DEFAULT_SIGNATURE
-from pipelines.core.model import Model, arrow_type, load_model
+from pipelines.core.model import Model, load_model
 from pipelines.core.score import score_table
-from pipelines.core.validate import check_schema
-from pipelines.errors import InputError
 
-#: The key field of a compute row (whatever the model's key column is called).
-ROW_KEY = "key"
 ONLINE_SHARD = "online"
 
 
@@ -43,50 +40,6 @@ class Computed:
     key: str
     fields: dict[str, Any] | None = None
     reason: str | None = None
-
-
-def rows_to_table(rows: list[dict[str, Any]], model: Model) -> pa.Table:
-    """JSON rows as the Arrow table a batch shard would hold: the card's key column and inputs.
-
-    Fields that are not model inputs are ignored (as in batch). Each input column's Arrow type
-    is inferred from the JSON values, then held to the batch's schema rules (``check_schema``):
-    a number where a string is expected, or a string where a number is expected, is refused.
-
-    Raises:
-        UnprocessableRowsError: a row lacks a model input, or a field has a type the model
-            cannot take without guessing.
-    """
-    card = model.card
-    columns: dict[str, pa.Array] = {card.key: pa.array([row[ROW_KEY] for row in rows], pa.string())}
-    for name in card.columns:
-        missing = [i for i, row in enumerate(rows) if name not in row]
-        if missing:
-            raise UnprocessableRowsError(
-                f"rows[{missing[0]}] has no field '{name}'; every row needs each model input "
-                f"({', '.join(card.columns)}); send null for a missing value"
-            )
-        values = [row[name] for row in rows]
-        try:
-            column = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            raise UnprocessableRowsError(
-                f"field '{name}' mixes value types across rows; send every '{name}' as the same JSON type"
-            ) from None
-        if pa.types.is_null(column.type):  # every value null: typed as the model wants, rejected per row
-            column = pa.nulls(len(values), _input_type(model, name))
-        columns[name] = column
-    table = pa.table(columns)
-    try:
-        check_schema(table.schema, card, source="rows")
-    except InputError as exc:
-        raise UnprocessableRowsError(str(exc)) from None
-    return table
-
-
-def _input_type(model: Model, name: str) -> pa.DataType:
-    """The Arrow type the card feeds column ``name`` as (a list type for a list-fed input)."""
-    spec = next(spec for spec in model.card.inputs if name in spec.source_columns)
-    return pa.list_(arrow_type(spec.dtype)) if spec.is_list else arrow_type(spec.dtype)
 
 
 #: Columns of a scored shard that are bookkeeping, not part of a prediction's answer.
@@ -123,48 +76,106 @@ def prediction_fields(predictions: pa.Table) -> dict[str, dict[str, Any]]:
     return out
 
 
+Answer = list[Computed] | Exception
+#: Rows per coalesced batch: 64 concurrent 50-row requests make ~3 batches, each a few ms.
+DEFAULT_MAX_BATCH_ROWS = 1024
+
+
 class OnlineScorer:
     """Scores request rows with the active version of a model, one session per model file.
+
+    Concurrent requests for one model version are coalesced (``pipelines.api.batcher``) into one
+    validate + score call; rows are scored independently (static int8), so a row's answer does
+    not depend on what it was batched with.
 
     Args:
         models_dir: the folder of model versions (``<name>/<version>/card.json``).
         threads: intra-op threads of each onnxruntime session.
-        workers: threads that run sessions (calls beyond it queue): the API's CPU budget
+        workers: threads that run scoring calls (batches beyond it wait): the API's CPU budget
             for online scoring.
         batch_rows: rows per onnxruntime call (results do not depend on it: static int8).
+        max_batch_rows: rows per coalesced batch of requests.
+        observe: ``observe(model, requests, rows)`` once per coalesced batch (for metrics).
     """
 
     def __init__(
-        self, models_dir: Path, *, threads: int = 1, workers: int = 1, batch_rows: int = 8192
+        self,
+        models_dir: Path,
+        *,
+        threads: int = 1,
+        workers: int = 1,
+        batch_rows: int = 8192,
+        max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
+        observe: Callable[[str, int, int], None] | None = None,
     ) -> None:
         self.models_dir = models_dir
         self.threads = threads
         self.batch_rows = batch_rows
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="predcache-online")
-        self._models: dict[tuple[str, str], Model] = {}
+        self._models: dict[tuple[str, str], tuple[Model, RowReader]] = {}
         self._lock = threading.Lock()
 
-    def model(self, name: str, version: str) -> Model:
-        """The loaded model (card checked against its files' sha256 on first use)."""
+        def observed(group: tuple[str, str], requests: int, rows: int) -> None:
+            if observe is not None:
+                observe(group[0], requests, rows)
+
+        self._batcher: MicroBatcher[tuple[str, str], Rows, list[Computed]] = MicroBatcher(
+            lambda group, batch: self.score(*group, batch),
+            size=len,
+            workers=workers,
+            max_rows=max_batch_rows,
+            observe=observed,
+        )
+
+    def model(self, name: str, version: str) -> tuple[Model, RowReader]:
+        """The loaded model (card checked against its files' sha256 on first use) and its row reader."""
         with self._lock:
             loaded = self._models.get((name, version))
             if loaded is None:
-                loaded = load_model(
+                model = load_model(
                     self.models_dir, name, version, signature=DEFAULT_SIGNATURE, threads=self.threads
                 )
-                self._models[(name, version)] = loaded
+                loaded = self._models[(name, version)] = (model, RowReader(model))
             return loaded
 
-    def compute(self, name: str, version: str, rows: list[dict[str, Any]]) -> list[Computed]:
-        """Validate and score ``rows`` (blocking); one result per row, in request order.
+    def score(self, name: str, version: str, requests: list[Rows]) -> list[Answer]:
+        """Validate and score the rows of several requests (blocking), in as few calls as possible.
+
+        Returns:
+            Per request, in order: one result per row (in row order), or the request's own error
+            (``UnprocessableRowsError``: see ``RowReader.table``).
 
         Raises:
-            UnprocessableRowsError: see ``rows_to_table``.
             PredcacheError: the model version's files are missing or do not match its card.
         """
-        model = self.model(name, version)
-        table = rows_to_table(rows, model)
-        result = score_table(ONLINE_SHARD, table, model, batch_rows=self.batch_rows)
+        model, reader = self.model(name, version)
+        batches, refused = reader.read(requests)
+        answers: dict[int, Answer] = dict(refused)
+        for batch in batches:
+            answers.update(
+                zip(batch.members, self._score_or_split(model, reader, requests, batch), strict=True)
+            )
+        return [answers[i] for i in range(len(requests))]
+
+    def _score_or_split(
+        self, model: Model, reader: RowReader, requests: list[Rows], batch: ReadBatch
+    ) -> list[Answer]:
+        """One ``score_table`` call for a batch; on a fault, each request alone, so it stays its own."""
+        try:
+            return self._score_table(model, [requests[i] for i in batch.members], batch.table)
+        except Exception as exc:  # a fault, not a row problem (those are rejects with a reason)
+            if len(batch.members) == 1:
+                return [exc]
+        answers: list[Answer] = []
+        for i in batch.members:
+            try:
+                answers.extend(self._score_table(model, [requests[i]], reader.table(requests[i])))
+            except Exception as exc:  # the fault of this request alone
+                answers.append(exc)
+        return answers
+
+    def _score_table(self, model: Model, requests: list[Rows], table: pa.Table) -> list[Answer]:
+        """Score ``table`` (the rows of ``requests``, in order); one answer per request."""
+        result = score_table(ONLINE_SHARD, table, model, batch_rows=self.batch_rows, fingerprints=False)
         scored = prediction_fields(result.predictions)
         rejected = dict(
             zip(
@@ -173,22 +184,42 @@ class OnlineScorer:
                 strict=True,
             )
         )
-        out = []
-        for row in rows:
-            key = row[ROW_KEY]
-            if key in scored:
-                out.append(Computed(key, fields=scored[key]))
-            else:
-                out.append(Computed(key, reason=rejected.get(key, "not scored")))
-        return out
+        return [[_computed(row[ROW_KEY], scored, rejected) for row in rows] for rows in requests]
 
-    async def compute_async(self, name: str, version: str, rows: list[dict[str, Any]]) -> list[Computed]:
-        """``compute`` on the scorer's thread pool, so the event loop keeps serving lookups."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.compute, name, version, rows)
+    def compute(self, name: str, version: str, rows: Rows) -> list[Computed]:
+        """Validate and score one request's ``rows`` alone (blocking); one result per row, in order.
+
+        Raises:
+            UnprocessableRowsError: see ``RowReader.table``.
+            PredcacheError: the model version's files are missing or do not match its card.
+        """
+        (answer,) = self.score(name, version, [rows])
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def compute_async(self, name: str, version: str, rows: Rows) -> list[Computed]:
+        """``compute``, coalesced with concurrent requests for the same model version.
+
+        Raises:
+            UnprocessableRowsError: see ``RowReader.table`` (this request's rows only).
+            PredcacheError: the model version's files are missing or do not match its card.
+            ScorerClosedError: the server is shutting down.
+        """
+        return await self._batcher.submit((name, version), rows)
+
+    def waiting(self) -> int:
+        """Requests queued for a scoring thread (call on the event loop's thread)."""
+        return self._batcher.waiting()
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._batcher.close()
+
+
+def _computed(key: str, scored: dict[str, dict[str, Any]], rejected: dict[str, str]) -> Computed:
+    if key in scored:
+        return Computed(key, fields=scored[key])
+    return Computed(key, reason=rejected.get(key, "not scored"))
 
 
 def now_text() -> str:

@@ -11,6 +11,7 @@ from pipelines.api.validation import (
     MAX_COMPUTE_ROWS,
     MODEL_PATTERN,
 )
+from pipelines.api.versions import ACTIVE_VERSION_TTL_S
 
 API_VERSION = "1.0.0"
 
@@ -230,7 +231,10 @@ def openapi_document(*, api_keys: bool) -> dict[str, Any]:
                     "operationId": "computePredictions",
                     "summary": f"Score up to {MAX_COMPUTE_ROWS} rows now with the active version (no write)",
                     "description": "Same card, validation and default signature as the batch runs, so a "
-                    "row's result equals what the next batch run stores for the same inputs.",
+                    "row's result equals what the next batch run stores for the same inputs. The active "
+                    f"version is reread at most every {ACTIVE_VERSION_TTL_S:g} s: after a publish or "
+                    "rollback, rows may be scored by the previous version for that long. Concurrent "
+                    "requests share scoring calls; each keeps its own result or error.",
                     "parameters": [model_param],
                     "requestBody": {
                         "required": True,

@@ -25,19 +25,21 @@ from pipelines.api.metrics import Metrics
 from pipelines.api.online import Computed, OnlineScorer, now_text
 from pipelines.api.reader import ReadStore
 from pipelines.api.validation import MAX_BODY_BYTES, check_key, check_model, parse_batch, parse_compute
+from pipelines.api.versions import ActiveVersions
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 @dataclass
 class Runtime:
-    """What the endpoints share: set up by create_app, the store filled in by the lifespan."""
+    """What the endpoints share: set up by create_app, the store and versions filled in by the lifespan."""
 
     api_keys: tuple[bytes, ...]
     metrics: Metrics
     openapi: dict[str, Any]
     scorer: OnlineScorer | None = None
     store: ReadStore | None = None
+    versions: ActiveVersions | None = None
 
 
 def _runtime(request: Request) -> Runtime:
@@ -142,6 +144,14 @@ def computed_json(model: str, version: str, computed: Computed, computed_at: str
     }
 
 
+async def _online_version(request: Request, model: str) -> str | None:
+    """The version online scoring uses: the active one, read at most once per ACTIVE_VERSION_TTL_S."""
+    versions = _runtime(request).versions
+    if versions is None:
+        raise RuntimeError("the app's lifespan did not run; serve it with lifespan enabled")
+    return await versions.get(model)
+
+
 def _scorer(request: Request) -> OnlineScorer:
     scorer = _runtime(request).scorer
     if scorer is None:
@@ -191,7 +201,7 @@ async def batch_get(request: Request) -> Response:
     found = await store.lookup(model, list(dict.fromkeys(batch.keys)))
     version = None
     if not found:
-        version = await store.active_version(model)
+        version = await _online_version(request, model)
         if version is None:
             raise await _unknown_model(store, model)
     metrics = _runtime(request).metrics
@@ -225,10 +235,9 @@ async def compute(request: Request) -> Response:
     """POST /v1/models/{model}/predictions:compute"""
     model = check_model(request.path_params["model"])
     rows = parse_compute(await read_body(request))
-    store = _store(request)
-    version = await store.active_version(model)
+    version = await _online_version(request, model)
     if version is None:
-        raise await _unknown_model(store, model)
+        raise await _unknown_model(_store(request), model)
     return JSONResponse({"results": await _compute(request, model, version, rows)})
 
 

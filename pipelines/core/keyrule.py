@@ -29,6 +29,7 @@ MAX_DISPLAY_CHARS = 1024
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _OUTSIDE = re.compile(rf"[^{KEY_CHARACTERS}]")
+_ALPHABET_ONLY = rf"^[{KEY_CHARACTERS}]+$"
 
 
 def key_reason(raw: bytes | None, *, max_length: int = MAX_KEY_LENGTH) -> str | None:
@@ -55,11 +56,15 @@ def key_reason(raw: bytes | None, *, max_length: int = MAX_KEY_LENGTH) -> str | 
 def key_reasons(keys: pa.Array, *, max_length: int = MAX_KEY_LENGTH) -> pa.Array:
     """Per key (string array, may hold invalid UTF-8): the reason it is invalid, or null.
 
-    The pattern runs vectorized over every key; only keys that fail it are looked at one by
-    one, to name their problem.
+    The rule runs vectorized over every key; only keys that fail it are looked at one by
+    one, to name their problem. It runs as ``[alphabet]+`` and a byte length of at most
+    ``max_length`` (the alphabet is ASCII: bytes are characters), not as the counted pattern:
+    RE2 compiles ``{1,256}`` into 256 states on every call, 1.7 ms per call measured, which
+    was the largest single cost of scoring one row online.
     """
-    pattern = KEY_PATTERN if max_length == MAX_KEY_LENGTH else rf"^[{KEY_CHARACTERS}]{{1,{max_length}}}$"
-    good = pc.fill_null(pc.match_substring_regex(keys, pattern), False)
+    alphabet = pc.match_substring_regex(keys, _ALPHABET_ONLY)
+    short = pc.less_equal(pc.binary_length(keys), max_length)
+    good = pc.fill_null(pc.and_(alphabet, short), False)
     bad = pc.indices_nonzero(pc.invert(good)).to_pylist()
     reasons: list[str | None] = [None] * len(keys)
     if bad:

@@ -54,6 +54,7 @@ def score_table(
     *,
     batch_rows: int,
     max_key_length: int = MAX_KEY_LENGTH,
+    fingerprints: bool = True,
 ) -> ShardResult:
     """Validate ``table`` against the model's card and score the good rows.
 
@@ -66,10 +67,12 @@ def score_table(
         model: the loaded model (its session is this process's one session).
         batch_rows: rows per onnxruntime call (scores do not depend on it: static int8).
         max_key_length: longer keys are rejected.
+        fingerprints: compute ``input_fp`` (null when False: online answers are not stored, and
+            hashing was a fifth of the cost of scoring one row).
     """
     checked = validate(table, model.card, max_key_length=max_key_length)
     good = checked.good
-    fingerprints = input_fingerprint(good, fingerprint_columns(model.card))
+    hashes = input_fingerprint(good, fingerprint_columns(model.card)) if fingerprints else None
     outputs = model.predict(good, batch_rows=batch_rows)
     n = good.num_rows
     label = label_values(model.card, outputs)
@@ -80,7 +83,7 @@ def score_table(
             pa.array(score, pa.float32()),
             pa.array(label, pa.int64()) if label is not None else pa.nulls(n, pa.int64()),
             encode_outputs(model.card, outputs, n),
-            pa.array(fingerprints, pa.int64()),
+            pa.array(hashes, pa.int64()) if hashes is not None else pa.nulls(n, pa.int64()),
         ],
         schema=PREDICTION_SCHEMA,
     )
