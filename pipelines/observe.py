@@ -21,7 +21,7 @@ from psycopg.types.json import Jsonb
 from pipelines.core.card import Card
 from pipelines.core.inputs import iter_tables, list_input_files
 from pipelines.core.stats import ColumnStats, column_stats, drift, merge_stats
-from pipelines.core.validate import validate
+from pipelines.core.validate import good_rows
 from pipelines.errors import RunStateError
 from pipelines.settings import Settings
 from pipelines.store import ledger
@@ -69,7 +69,7 @@ def _scored_inputs(source: Path, card: Card, *, batch_rows: int) -> Iterator[pa.
     columns = [card.key, *card.columns]
     for path in list_input_files(source):
         for table in iter_tables(path, columns, batch_rows=batch_rows):
-            yield validate(table, card).good.select(card.scalar_columns)
+            yield good_rows(table, card).select(card.scalar_columns)
 
 
 def _stored_outputs(conn: psycopg.Connection[Any], run_id: int, card: Card) -> Iterator[pa.Table]:

@@ -25,7 +25,7 @@ from pipelines.core.changes import PAIR, Basis, Changes, find_changes, sort_pair
 from pipelines.core.inputs import KEY_BATCH_ROWS
 from pipelines.core.model import Model
 from pipelines.core.stats import column_stats, merge_stats
-from pipelines.core.validate import validate
+from pipelines.core.validate import good_rows
 from pipelines.errors import InputError
 from pipelines.settings import Settings
 from pipelines.store.incremental import basis_run, load_pairs
@@ -79,7 +79,7 @@ def _input_stats(changes: Changes, card: Card) -> dict[str, Any] | None:
     if changes.unchanged_stats is None:
         return None
     parts = [changes.unchanged_stats] if changes.unchanged_stats else []
-    good = validate(changes.forwarded, card).good.select(card.scalar_columns)
+    good = good_rows(changes.forwarded, card).select(card.scalar_columns)
     if good.num_rows:
         parts.append(column_stats(good, card.scalar_columns, reference=card.reference_stats))
     return merge_stats(parts) if parts else None

@@ -36,6 +36,7 @@ __all__ = [
     "Validated",
     "check_schema",
     "coerce",
+    "good_rows",
     "reject_rows",
     "validate",
 ]
@@ -287,6 +288,22 @@ def validate(table: pa.Table, card: Card, *, max_key_length: int = MAX_KEY_LENGT
     Returns:
         Validated rows; ``good.num_rows + rejects.num_rows == table.num_rows``.
     """
+    out, reasons = _checked(table, card, max_key_length=max_key_length)
+    if reasons.null_count == table.num_rows:  # no row has a reason
+        return Validated(good=out, rejects=REJECT_SCHEMA.empty_table())
+    bad = pc.is_valid(reasons)
+    rejects = reject_rows(table.filter(bad), reasons.filter(bad), card)
+    return Validated(good=out.filter(pc.invert(bad)), rejects=rejects)
+
+
+def good_rows(table: pa.Table, card: Card, *, max_key_length: int = MAX_KEY_LENGTH) -> pa.Table:
+    """``validate(...).good`` without rendering the rejects (for statistics of what a run scores)."""
+    out, reasons = _checked(table, card, max_key_length=max_key_length)
+    return out if reasons.null_count == table.num_rows else out.filter(pc.is_null(reasons))
+
+
+def _checked(table: pa.Table, card: Card, *, max_key_length: int) -> tuple[pa.Table, pa.Array]:
+    """Every row coerced, and its reject reason (null: the row is good)."""
     check_schema(table.schema, card)
     n = table.num_rows
     keys = _column(table, card.key).cast(pa.string())
@@ -314,9 +331,4 @@ def validate(table: pa.Table, card: Card, *, max_key_length: int = MAX_KEY_LENGT
                 reasons = _scalar_reasons(reasons, column, name, spec.dtype)
                 coerced[name] = _cast(column, spec.dtype)
 
-    out = pa.table(coerced)
-    if reasons.null_count == n:  # no row has a reason
-        return Validated(good=out, rejects=REJECT_SCHEMA.empty_table())
-    bad = pc.is_valid(reasons)
-    rejects = reject_rows(table.filter(bad), reasons.filter(bad), card)
-    return Validated(good=out.filter(pc.invert(bad)), rejects=rejects)
+    return pa.table(coerced), reasons

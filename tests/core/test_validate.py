@@ -150,3 +150,12 @@ def test_fixed_size_list_of_another_width_and_float_keys_are_schema_errors() -> 
 def test_string_column_stacked_into_a_float_input_is_a_schema_error() -> None:
     with pytest.raises(InputError, match="column 'a' has type string"):
         check_schema(pa.table({"id": ["x"], "v": [[1.0, 2.0, 3.0]], "a": ["1"], "b": [1]}).schema, WIDE)
+
+
+def test_good_rows_are_validates_good_rows() -> None:
+    from pipelines.core.validate import good_rows
+
+    table = _table(x=[1.0, None, 3.0], id=["a", "a", "c"])
+    assert good_rows(table, CARD).equals(validate(table, CARD).good)
+    clean = _table()
+    assert good_rows(clean, CARD).equals(validate(clean, CARD).good)
