@@ -23,6 +23,7 @@ import functools
 import os
 import re
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -42,7 +43,7 @@ from pipelines.engines.shipping import (
     model_files,
     ship_spark,
 )
-from pipelines.engines.spark_session import DEFAULT_MASTER, EXECUTOR_WAIT_SECONDS, get_session
+from pipelines.engines.spark_session import DEFAULT_MASTER, EXECUTOR_WAIT_SECONDS, get_session, jvm_log
 from pipelines.engines.spec import JobSpec
 from pipelines.engines.worker import ShardWorker, split_by_shard
 from pipelines.errors import EngineError
@@ -100,9 +101,48 @@ def spark_session(
     threads: int = 1,
     conf: dict[str, str] | None = None,
     executor_wait: float = EXECUTOR_WAIT_SECONDS,
+    log_path: Path | None = None,
 ) -> SparkSession:
     """The shared session an engine run on ``master`` uses; ``threads`` = CPUs (and ONNX threads) per task."""
-    return get_session(master, {"spark.task.cpus": str(threads), **(conf or {})}, executor_wait=executor_wait)
+    conf = {"spark.task.cpus": str(threads), **(conf or {})}
+    return get_session(master, conf, executor_wait=executor_wait, log_path=log_path)
+
+
+_early: threading.Thread | None = None
+
+
+def start_early(options: dict[str, Any], *, threads: int, log_path: Path) -> None:
+    """Start the session of a local master, and its Python workers, in the background.
+
+    ``run_job`` calls this before it plans the run: the JVM and the workers' imports (seconds of
+    CPU, mostly single-threaded) then overlap the planner's pass over the keys. ``execute`` waits
+    for it; if the start failed, ``execute`` starts the session again and reports the error.
+    Cluster masters are left to ``execute`` (a failed start there waits for minutes, not seconds).
+    The JVM writes to ``log_path``, since no run log exists yet.
+    """
+    global _early
+    master = str(options.get("spark_master") or DEFAULT_MASTER)
+    if not master.startswith("local") or (_early is not None and _early.is_alive()):
+        return
+    conf = dict(options.get("spark_conf", {}))
+
+    def start() -> None:
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
+                context = spark_session(master, threads=threads, conf=conf, log_path=log_path).sparkContext
+                slots = max(1, context.defaultParallelism // max(1, threads))
+                context.parallelize(range(slots), slots).mapPartitions(_warm_worker).collect()
+        except Exception:  # execute() starts the session again and reports the error in one line
+            pass
+
+    _early = threading.Thread(target=start, name="predcache-spark-start", daemon=True)
+    _early.start()
+
+
+def _wait_for_early_start() -> None:
+    if _early is not None:
+        _early.join()
 
 
 def shard_pieces(pieces: Iterable[tuple[str, str]], spec: JobSpec) -> list[tuple[str, list[str]]]:
@@ -151,11 +191,12 @@ def _announce(context: SparkContext, spec: JobSpec) -> None:
     """One line in the run's engine log naming the Spark application and driver JVM that ran it.
 
     Written to fd 2 (the run log while the engine runs), so a backfill's runs show whether they
-    shared one session.
+    shared one session, and where that JVM writes when it has a log of its own.
     """
     jvm_pid = context._jvm.java.lang.ProcessHandle.current().pid()  # type: ignore[union-attr]
-    line = f"predcache run {spec.run_id}: spark application {context.applicationId}, driver JVM pid {jvm_pid}\n"
-    os.write(2, line.encode())
+    line = f"predcache run {spec.run_id}: spark application {context.applicationId}, driver JVM pid {jvm_pid}"
+    log = jvm_log()
+    os.write(2, (line + (f"; Spark's own log: {log}" if log else "") + "\n").encode())
 
 
 def execute(spec: JobSpec) -> None:
@@ -174,6 +215,7 @@ def execute(spec: JobSpec) -> None:
     """
     if not spec.shards:
         return
+    _wait_for_early_start()
     options = spec.engine_options
     root = scratch.Scratch(str(options["scratch_uri"]))
     scratch.clean_abandoned(
@@ -230,6 +272,11 @@ def _worker(bundle: Bundle, threads: int) -> ShardWorker:
         worker.open()
         _workers[key] = worker
     return worker
+
+
+def _warm_worker(items: Iterator[int]) -> Iterator[int]:
+    """A task whose only effect is a started Python worker that imported this module (and so the scorer)."""
+    yield sum(1 for _ in items)
 
 
 def read_partition(broadcast: Any, tasks: Iterator[tuple[int, list[str]]]) -> Iterator[tuple[str, str]]:

@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipelines.errors import EngineError, one_line
 
@@ -79,6 +79,8 @@ appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n
 
 _lock = threading.Lock()
 _active: tuple[tuple[str, tuple[tuple[str, str], ...]], SparkSession] | None = None
+#: Where this process's driver JVM writes (None: the stderr it inherited).
+_jvm_log: Path | None = None
 
 
 def java_executable(java_home: str | None, path: str | None) -> str:
@@ -197,13 +199,32 @@ def _wait_for_executors(session: SparkSession, master: str, timeout: float) -> N
         time.sleep(0.5)
 
 
-def _start(master: str, conf: dict[str, str]) -> SparkSession:
+def _launch_jvm(master: str, conf: dict[str, str], log_path: Path) -> Any:
+    """Launch the driver JVM with its stdout and stderr (and its Python workers') appended to ``log_path``."""
+    from pyspark import SparkConf, SparkContext
+    from pyspark.java_gateway import launch_gateway
+
+    spark_conf = SparkConf().setMaster(master).setAll(list(conf.items()))
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:  # the JVM keeps its own copy of the descriptor
+        gateway = launch_gateway(spark_conf, popen_kwargs={"stdout": log, "stderr": log})
+    return SparkContext(conf=spark_conf, gateway=gateway)
+
+
+def _start(master: str, conf: dict[str, str], log_path: Path | None) -> SparkSession:
+    from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
+    global _jvm_log
     builder = SparkSession.builder.master(master)
     for key, value in conf.items():
         builder = builder.config(key, value)
     try:
+        # A JVM launched outside a run's log redirect (ahead of planning) must not write to the
+        # terminal; otherwise it inherits the stderr of the run that starts it.
+        if log_path is not None and SparkContext._gateway is None:
+            _launch_jvm(master, conf, log_path)
+            _jvm_log = log_path
         session = builder.getOrCreate()
     except Exception as exc:  # py4j / PySpark raise untyped startup errors
         reason = one_line(exc, limit=300)
@@ -227,11 +248,13 @@ def get_session(
     conf: dict[str, str] | None = None,
     *,
     executor_wait: float = EXECUTOR_WAIT_SECONDS,
+    log_path: Path | None = None,
 ) -> SparkSession:
     """This process's SparkSession for ``master`` (started on first use, then shared).
 
     A different master or configuration stops the current session and starts a new one
-    (a JVM holds one SparkContext).
+    (a JVM holds one SparkContext). ``log_path``: where a JVM launched now writes (default:
+    the stderr of this process, inherited).
 
     Raises:
         EngineError: Java is missing, the master is unreachable, or Spark failed to start.
@@ -245,7 +268,7 @@ def get_session(
             return _active[1]
         probe_master(master)
         _stop_locked()
-        session = _start(master, full)
+        session = _start(master, full, log_path)
         _active = (key, session)
     if master_addresses(master):
         try:
@@ -262,6 +285,11 @@ def _stop_locked() -> None:
         session = _active[1]
         _active = None
         session.stop()
+
+
+def jvm_log() -> Path | None:
+    """Where this process's driver JVM writes, if it was launched with a log of its own."""
+    return _jvm_log
 
 
 def stop_session() -> None:
