@@ -115,7 +115,7 @@ def _engine_execute(engine: str) -> Callable[[JobSpec], None]:
 
 
 def _start_engine_early(settings: Settings, request: RunRequest) -> None:
-    """Spark starts its session while the run is planned (``engines.spark.start_early``); Beam has nothing to start."""
+    """Spark starts its session while the run is planned (``engines.spark.start_early``); Beam needs none."""
     if request.engine != "spark":
         return
     from pipelines.engines import spark  # type: ignore[attr-defined]

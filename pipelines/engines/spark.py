@@ -163,7 +163,9 @@ def _run_stages(context: SparkContext, spec: JobSpec, root: scratch.Scratch) -> 
     read_tasks = [(i, [str(p) for p in group]) for i, group in enumerate(groups)]
     files = model_files(spec)
     attempt_dir = root.attempt_dir(spec.run_id, spec.attempt)
-    bundle = context.broadcast(Bundle(spec=spec, attempt_dir=attempt_dir, files=files, digest=files_digest(files)))
+    bundle = context.broadcast(
+        Bundle(spec=spec, attempt_dir=attempt_dir, files=files, digest=files_digest(files))
+    )
     try:
         reading = functools.partial(read_partition, bundle)
         pieces = context.parallelize(read_tasks, len(read_tasks)).mapPartitions(reading).collect()
@@ -274,13 +276,13 @@ def _worker(bundle: Bundle, threads: int) -> ShardWorker:
     return worker
 
 
-def _warm_worker(items: Iterator[int]) -> Iterator[int]:
+def _warm_worker(items: Iterable[int]) -> Iterator[int]:
     """A task whose only effect is a started Python worker that imported this module (and so the scorer)."""
     yield sum(1 for _ in items)
 
 
 def read_partition(broadcast: Any, tasks: Iterator[tuple[int, list[str]]]) -> Iterator[tuple[str, str]]:
-    """Read stage: each (task, files) -> its rows cut by shard, written to scratch; (shard_id, path) per piece.
+    """Read stage: each (task, files) -> its rows cut by shard and written to scratch -> (shard_id, path)s.
 
     A retried task writes the same paths with the same rows (the input is fixed by its fingerprint).
     """
@@ -299,7 +301,9 @@ def read_partition(broadcast: Any, tasks: Iterator[tuple[int, list[str]]]) -> It
         yield from _write_pieces(fs, bundle, held, index, part)
 
 
-def _write_pieces(fs: Any, bundle: Bundle, held: list[pa.Table], index: int, part: int) -> Iterator[tuple[str, str]]:
+def _write_pieces(
+    fs: Any, bundle: Bundle, held: list[pa.Table], index: int, part: int
+) -> Iterator[tuple[str, str]]:
     if not held:
         return
     for shard_id, piece in split_by_shard(pa.concat_tables(held, promote_options="permissive"), bundle.spec):
@@ -310,7 +314,8 @@ def _write_pieces(fs: Any, bundle: Bundle, held: list[pa.Table], index: int, par
 def _shard_done(spec: JobSpec, shard_id: str) -> bool:
     with connection(spec.database_url, autocommit=True) as conn:
         row = conn.execute(
-            "SELECT status = 'done' FROM run_shards WHERE run_id = %s AND shard_id = %s", (spec.run_id, shard_id)
+            "SELECT status = 'done' FROM run_shards WHERE run_id = %s AND shard_id = %s",
+            (spec.run_id, shard_id),
         ).fetchone()
     return bool(row and row[0])
 

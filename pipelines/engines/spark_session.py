@@ -172,7 +172,9 @@ def class_archive_option(java: str, classpath: str) -> str:
     return f"-XX:ArchiveClassesAtExit={archive}"
 
 
-def session_conf(master: str, overrides: dict[str, str] | None = None, *, java: str | None = None) -> dict[str, str]:
+def session_conf(
+    master: str, overrides: dict[str, str] | None = None, *, java: str | None = None
+) -> dict[str, str]:
     """The full configuration of a session for ``master``; ``java`` adds the class archive flag."""
     conf = dict(BASE_CONF)
     if master.startswith("local"):
