@@ -1,4 +1,9 @@
-"""Backfills: one run per day over a date range, in order; done days are skipped, a rerun resumes."""
+"""Backfills: one run per day over a date range, in order; done days are skipped, a rerun resumes.
+
+The days run one after another in this process, so an engine's per-process state serves them
+all: on Spark one session (one driver JVM, its reused Python workers and their ONNX sessions)
+scores every day; only the first day pays for starting it.
+"""
 
 from __future__ import annotations
 
@@ -65,6 +70,7 @@ def backfill_job(
             version=version,
             shard_rows=shard_rows,
             publish=publish_runs,
+            engine_options=dict(engine_options or {}),
         )
         summary = run_job(settings, request)
         summaries.append(summary)

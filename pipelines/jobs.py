@@ -10,6 +10,7 @@ it stopped, a finished one is not scored twice, and progress is read from the sh
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -117,6 +118,17 @@ def _engine_execute(engine: str) -> Callable[[JobSpec], None]:
 
         return spark.execute  # type: ignore[no-any-return]
     raise ConfigError(f"unknown engine '{engine}'; choose one of: {', '.join(ENGINES)}")
+
+
+def _start_engine_early(settings: Settings, request: RunRequest) -> None:
+    """Spark starts its session while the run is planned (``engines.spark.start_early``); Beam needs none."""
+    if request.engine != "spark":
+        return
+    from pipelines.engines import spark  # type: ignore[attr-defined]
+
+    options = {"spark_master": settings.spark_master, **request.engine_options}
+    log_path = settings.home / "logs" / f"spark-driver-{os.getpid()}.log"
+    spark.start_early(options, threads=settings.ort_threads, log_path=log_path)
 
 
 @contextmanager
@@ -526,6 +538,7 @@ def run_job(settings: Settings, request: RunRequest, *, on_progress: ProgressFn 
     started = time.perf_counter()
     if request.engine not in ENGINES:  # fail before any work
         raise ConfigError(f"unknown engine '{request.engine}'; choose one of: {', '.join(ENGINES)}")
+    _start_engine_early(settings, request)
     planned = plan_run(settings, request)
     scored = 0
     if not planned.finished:

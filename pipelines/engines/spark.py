@@ -1,32 +1,41 @@
-"""PySpark adapter: Parquet -> each row's shard (native xxhash64) -> a partition per shard -> score + write.
+"""PySpark adapter: Spark schedules Python tasks; the rows never pass through the JVM.
 
-Arrow end to end: Spark reads the input's key and model columns, computes each key's
-shard natively (``xxhash64`` with seed 42 is exactly ``core.keys.key_hash``), and
-repartitions by shard, sorted, so a partition streams whole shards to ``mapInArrow``.
-There every shard's record batches go to one ``ShardWorker.process`` call: the same
-validate + score + exactly-once write as Beam. The model folder reaches executors as a
-broadcast, not through a shared filesystem.
+Two Spark jobs over small elements, the same two stages as the Beam engine:
+
+1. **read**: one task per group of input files reads its row groups with pyarrow, cuts them by
+   shard (``split_by_shard``) and writes each piece once to the run's scratch as Arrow IPC
+   (``engines.scratch``); it returns only ``(shard_id, path)`` pairs.
+2. **score**: the driver groups the paths by shard; each task takes a few shards, memory-maps
+   their pieces and runs ``ShardWorker.process`` on each (the same validate + score + exactly-once
+   write as Beam), then deletes the pieces.
+
+Why not Spark's own Parquet reader and shuffle: they turn every value into a JVM row and back into
+Arrow for Python (read, hash, shuffle write, shuffle read, sort, Arrow batches): at 1M rows that
+path cost more than scoring and writing together (benchmarks/PROFILE.md, "Spark").
+
+The model folder reaches executors as a broadcast; the input files and the scratch root must be
+paths every executor can read (a local master, or shared storage / ``PREDCACHE_SCRATCH_URI``).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import re
 import tempfile
+import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
-from pyspark import TaskContext
-from pyspark.sql import Column, DataFrame, SparkSession
-from pyspark.sql import functions as F
+from pyspark import SparkContext, TaskContext
+from pyspark.sql import SparkSession
 
-from pipelines.core.keys import NULL_KEY_HASH
-from pipelines.core.shards import HASH_MIN, Shard, runs
+from pipelines.core.inputs import group_files, iter_tables, read_task_count
+from pipelines.engines import scratch
 from pipelines.engines.shipping import (
     files_digest,
     materialize_model,
@@ -34,114 +43,34 @@ from pipelines.engines.shipping import (
     model_files,
     ship_spark,
 )
-from pipelines.engines.spark_session import DEFAULT_MASTER, EXECUTOR_WAIT_SECONDS, get_session
+from pipelines.engines.spark_session import DEFAULT_MASTER, EXECUTOR_WAIT_SECONDS, get_session, jvm_log
 from pipelines.engines.spec import JobSpec
-from pipelines.engines.worker import ShardWorker
+from pipelines.engines.worker import ShardWorker, split_by_shard
 from pipelines.errors import EngineError
+from pipelines.store.db import connection
 
-#: The column that carries each row's shard label (see ``partition_labels``) between the stages.
-SHARD_COLUMN = "__predcache_shard"
-RESULT_SCHEMA = "shard_id string, rows_in long, rows_out long, stored boolean"
-RESULT_FIELDS = ("shard_id", "rows_in", "rows_out", "stored")
-
-#: Candidate labels tried per partition when looking for one that hashes into each partition.
-LABEL_CANDIDATES = 32
-_labels: dict[int, list[int]] = {}
+#: Rows a read task holds before it cuts them by shard and writes the pieces (flat memory:
+#: Beam's bound, so both engines write the same pieces).
+READ_FLUSH_ROWS = 262_144
+#: Parquet bytes per read task: few, large tasks (each writes one piece per shard per flush).
+READ_GROUP_BYTES = 64 << 20
+#: Score tasks per task slot: enough to balance uneven shards, few enough that per-task cost
+#: (a Python round trip to the JVM) stays small against a shard's work.
+SCORE_TASKS_PER_SLOT = 4
 
 
 @dataclass(frozen=True)
 class Bundle:
-    """What executors need, shipped once per run as a broadcast (no shared filesystem assumed)."""
+    """What executors need, shipped once per run as a broadcast (no shared model folder assumed)."""
 
     spec: JobSpec
-    #: labels[i] marks the rows of spec.shards[i] (see ``partition_labels``).
-    labels: list[int]
+    attempt_dir: str
     #: The model version's files by name, and a digest of their content.
     files: dict[str, bytes]
     digest: str
 
-    def shard_ids(self) -> dict[int, str]:
-        return {label: shard.shard_id for label, shard in zip(self.labels, self.spec.shards, strict=True)}
-
 
 # --- driver side ----------------------------------------------------------------------------------
-
-
-def key_hash_column(key: Column) -> Column:
-    """Spark's native twin of ``core.keys.key_hash``: XXH64 seed 42, null keys hash to 0.
-
-    Integer keys are hashed as their decimal text, as ``core.keys.key_hash`` and the cache store them.
-    """
-    return F.when(key.isNull(), F.lit(NULL_KEY_HASH).cast("long")).otherwise(F.xxhash64(key.cast("string")))
-
-
-def _signed(index: int) -> int:
-    return index - (1 << 64) if index >= 1 << 63 else index
-
-
-def shard_position_column(hashes: Column, shards: list[Shard], labels: list[int] | None = None) -> Column:
-    """Position in ``shards`` of each hash, null where no shard covers it (``assign_shards`` in Spark).
-
-    A shard at depth d with index i holds the hashes whose top d bits, counted from
-    HASH_MIN, equal i: one map lookup per distinct depth, no range join. With ``labels``,
-    the column holds ``labels[position]`` instead of the position.
-    """
-    if not shards:
-        return F.lit(None).cast("int")
-    labels = labels if labels is not None else list(range(len(shards)))
-    offset = hashes.bitwiseXOR(F.lit(HASH_MIN).cast("long"))  # (hash - HASH_MIN) as 64 unsigned bits
-    by_depth: dict[int, list[tuple[int, int]]] = {}
-    for shard, label in zip(shards, labels, strict=True):
-        by_depth.setdefault(shard.depth, []).append((shard.index, label))
-    lookups = []
-    for depth, entries in sorted(by_depth.items()):
-        # Java shifts mod 64, so depth 0 (the whole space) cannot use a 64-bit shift.
-        index = F.lit(0).cast("long") if depth == 0 else F.shiftrightunsigned(offset, 64 - depth)
-        pairs = [F.lit(x) for i, p in entries for x in (_signed(i), p)]
-        mapping = F.create_map(*pairs).cast("map<bigint,int>")
-        lookups.append(F.try_element_at(mapping, index))
-    return F.coalesce(*lookups) if len(lookups) > 1 else lookups[0]
-
-
-def partition_labels(session: SparkSession, partitions: int) -> list[int]:
-    """For each partition p, an int that Spark's hash partitioning into ``partitions`` sends to p.
-
-    ``repartition(n, col)`` places a row by ``pmod(hash(col), n)``; labelling shard p with
-    such an int gives every shard a partition of its own (plain positions would collide
-    and leave partitions empty). Found with Spark's own ``hash`` over a range of candidates,
-    once per partition count and process.
-    """
-    labels = _labels.get(partitions)
-    if labels is None:
-        candidates = session.range(partitions * LABEL_CANDIDATES).select(
-            F.pmod(F.hash(F.col("id").cast("int")), F.lit(partitions)).alias("p")
-        )
-        targets = candidates.toArrow().column("p").to_numpy()
-        found, first = np.unique(targets, return_index=True)
-        by_target = dict(zip(found.tolist(), first.tolist(), strict=True))
-        # A partition without a candidate is astronomically unlikely and would only cost balance.
-        labels = [by_target.get(p, partitions * LABEL_CANDIDATES + p) for p in range(partitions)]
-        _labels[partitions] = labels
-    return labels
-
-
-def shards_frame(session: SparkSession, spec: JobSpec, labels: list[int]) -> DataFrame:
-    """The input's rows of pending shards labelled by shard, each shard alone in a partition, sorted."""
-    # The spec lists every file; recursiveFileLookup turns off Spark's partition-column inference
-    # from folder names (date=...), which core's reader does not do either.
-    reader = session.read.option("recursiveFileLookup", "true")
-    frame = reader.parquet(*[str(p) for p in spec.files]).select(*[F.col(f"`{c}`") for c in spec.columns])
-    key = F.col(f"`{spec.key}`")
-    label = shard_position_column(key_hash_column(key), spec.shards, labels)
-    return (
-        # Null and empty keys were rejected while planning (core.inputs.scan_keys).
-        frame.where(key.isNotNull() & (F.length(key) > 0))
-        .withColumn(SHARD_COLUMN, label)
-        .where(F.col(SHARD_COLUMN).isNotNull())
-        .repartition(len(spec.shards), SHARD_COLUMN)
-        .sortWithinPartitions(SHARD_COLUMN)
-    )
-
 
 _PREDCACHE_ERROR = re.compile(r"pipelines\.errors\.\w+: (.+)")
 #: "SomeError: message" lines of a Python traceback (JVM classes and stack frames are not telling).
@@ -172,25 +101,128 @@ def spark_session(
     threads: int = 1,
     conf: dict[str, str] | None = None,
     executor_wait: float = EXECUTOR_WAIT_SECONDS,
+    log_path: Path | None = None,
 ) -> SparkSession:
     """The shared session an engine run on ``master`` uses; ``threads`` = CPUs (and ONNX threads) per task."""
-    return get_session(master, {"spark.task.cpus": str(threads), **(conf or {})}, executor_wait=executor_wait)
+    conf = {"spark.task.cpus": str(threads), **(conf or {})}
+    return get_session(master, conf, executor_wait=executor_wait, log_path=log_path)
+
+
+_early: threading.Thread | None = None
+
+
+def start_early(options: dict[str, Any], *, threads: int, log_path: Path) -> None:
+    """Start the session of a local master, and its Python workers, in the background.
+
+    ``run_job`` calls this before it plans the run: the JVM and the workers' imports (seconds of
+    CPU, mostly single-threaded) then overlap the planner's pass over the keys. ``execute`` waits
+    for it; if the start failed, ``execute`` starts the session again and reports the error.
+    Cluster masters are left to ``execute`` (a failed start there waits for minutes, not seconds).
+    The JVM writes to ``log_path``, since no run log exists yet.
+    """
+    global _early
+    master = str(options.get("spark_master") or DEFAULT_MASTER)
+    if not master.startswith("local") or (_early is not None and _early.is_alive()):
+        return
+    conf = dict(options.get("spark_conf", {}))
+
+    def start() -> None:
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
+                context = spark_session(master, threads=threads, conf=conf, log_path=log_path).sparkContext
+                slots = max(1, context.defaultParallelism // max(1, threads))
+                context.parallelize(range(slots), slots).mapPartitions(_warm_worker).collect()
+        except Exception:  # execute() starts the session again and reports the error in one line
+            pass
+
+    _early = threading.Thread(target=start, name="predcache-spark-start", daemon=True)
+    _early.start()
+
+
+def _wait_for_early_start() -> None:
+    if _early is not None:
+        _early.join()
+
+
+def shard_pieces(pieces: Iterable[tuple[str, str]], spec: JobSpec) -> list[tuple[str, list[str]]]:
+    """Each planned shard that has rows, in plan order, with its piece paths sorted.
+
+    Paths are sorted so a shard's rows reach the scorer in one stable order, whatever order the
+    read tasks finished in (Beam sorts the same paths the same way).
+    """
+    by_shard: dict[str, list[str]] = {}
+    for shard_id, path in pieces:
+        by_shard.setdefault(shard_id, []).append(path)
+    return [(s.shard_id, sorted(by_shard[s.shard_id])) for s in spec.shards if s.shard_id in by_shard]
+
+
+def _run_stages(context: SparkContext, spec: JobSpec, root: scratch.Scratch) -> list[dict[str, Any]]:
+    slots = max(1, context.defaultParallelism // max(1, spec.ort_threads))
+    groups = group_files(spec.files, read_task_count(spec.files, workers=slots, group_bytes=READ_GROUP_BYTES))
+    read_tasks = [(i, [str(p) for p in group]) for i, group in enumerate(groups)]
+    files = model_files(spec)
+    attempt_dir = root.attempt_dir(spec.run_id, spec.attempt)
+    bundle = context.broadcast(
+        Bundle(spec=spec, attempt_dir=attempt_dir, files=files, digest=files_digest(files))
+    )
+    try:
+        reading = functools.partial(read_partition, bundle)
+        pieces = context.parallelize(read_tasks, len(read_tasks)).mapPartitions(reading).collect()
+        shards = shard_pieces(pieces, spec)
+        tasks = max(1, min(len(shards), slots * SCORE_TASKS_PER_SLOT))
+        scoring = functools.partial(score_partition, bundle)
+        # parallelize slices consecutively: a task scores neighbouring shards of similar size.
+        return list(context.parallelize(shards, tasks).mapPartitions(scoring).collect())
+    finally:
+        bundle.destroy()
+
+
+def _scoring_runs(database_url: str) -> Any:
+    def scoring(run_ids: list[int]) -> list[int]:
+        with connection(database_url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT run_id FROM runs WHERE run_id = ANY(%s) AND status = 'scoring'", (run_ids,)
+            ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    return scoring
+
+
+def _announce(context: SparkContext, spec: JobSpec) -> None:
+    """One line in the run's engine log naming the Spark application and driver JVM that ran it.
+
+    Written to fd 2 (the run log while the engine runs), so a backfill's runs show whether they
+    shared one session, and where that JVM writes when it has a log of its own.
+    """
+    jvm_pid = context._jvm.java.lang.ProcessHandle.current().pid()  # type: ignore[union-attr]
+    line = f"predcache run {spec.run_id}: spark application {context.applicationId}, driver JVM pid {jvm_pid}"
+    log = jvm_log()
+    os.write(2, (line + (f"; Spark's own log: {log}" if log else "") + "\n").encode())
 
 
 def execute(spec: JobSpec) -> None:
-    """Score the spec's pending shards on Spark; returns when every shard task has finished.
+    """Score the spec's pending shards on Spark; returns when every shard is stored.
 
     ``spec.engine_options``: ``spark_master`` (default ``local[*]``; ``local[N,F]`` retries
     a failed task F-1 times), ``spark_conf`` (extra Spark settings), ``spark_executor_wait_s``
-    (bound on waiting for a cluster's first executor), ``fail_first_attempt_shards`` (test
-    hook: the first attempt of those shards' tasks fails right after the shard committed).
+    (bound on waiting for a cluster's first executor), ``scratch_uri`` (where pieces go between
+    the stages), ``fail_first_attempt_shards`` (test hook: the first attempt of those shards'
+    tasks fails right after the shard committed).
+
+    Scratch left by dead attempts is removed first; this attempt's folder is removed at the end.
 
     Raises:
-        EngineError: Spark is unavailable, or a shard task failed more often than Spark retries.
+        EngineError: Spark is unavailable, or a task failed more often than Spark retries.
     """
     if not spec.shards:
         return
+    _wait_for_early_start()
     options = spec.engine_options
+    root = scratch.Scratch(str(options["scratch_uri"]))
+    scratch.clean_abandoned(
+        root, run_id=spec.run_id, attempt=spec.attempt, scoring=_scoring_runs(spec.database_url)
+    )
     with warnings.catch_warnings():
         # pyspark probes pandas on the driver and warns that pandas 3 is untested; Arrow paths skip pandas.
         warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
@@ -202,14 +234,11 @@ def execute(spec: JobSpec) -> None:
             executor_wait=float(options.get("spark_executor_wait_s", EXECUTOR_WAIT_SECONDS)),
         )
         context = session.sparkContext
+        _announce(context, spec)
         ship_spark(context, master, spec)  # a cluster's executors get predcache from the job itself
         context.setJobGroup(job_group(spec), f"predcache run {spec.run_id}: {spec.model}/{spec.version}")
-        files = model_files(spec)
-        labels = partition_labels(session, len(spec.shards))
-        bundle = context.broadcast(Bundle(spec=spec, labels=labels, files=files, digest=files_digest(files)))
         try:
-            scoring = functools.partial(score_partition, bundle)
-            results = shards_frame(session, spec, labels).mapInArrow(scoring, RESULT_SCHEMA).collect()
+            results = _run_stages(context, spec, root)
         except Exception as exc:  # py4j / PySpark wrap task failures in their own exception types
             where = f"the Spark workers' Python ({context.pythonExec})"
             missing = missing_module_error(str(exc), where=where)
@@ -217,11 +246,10 @@ def execute(spec: JobSpec) -> None:
                 f"run {spec.run_id} failed in the spark engine: "
                 + (missing or f"{task_error(str(exc))}; rerun the same command to resume")
             ) from exc
-        finally:
-            bundle.destroy()
-    seen = [row.shard_id for row in results]
+    seen = [row["shard_id"] for row in results]
     if len(seen) != len(set(seen)):
         raise EngineError(f"run {spec.run_id}: a shard reached two tasks; this is a predcache bug, report it")
+    scratch.delete_attempt(root, spec.run_id, spec.attempt)
 
 
 # --- executor side --------------------------------------------------------------------------------
@@ -248,38 +276,76 @@ def _worker(bundle: Bundle, threads: int) -> ShardWorker:
     return worker
 
 
-def score_partition(broadcast: Any, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body: batches sorted by shard -> one ``ShardWorker.process`` per shard -> counts.
+def _warm_worker(items: Iterable[int]) -> Iterator[int]:
+    """A task whose only effect is a started Python worker that imported this module (and so the scorer)."""
+    yield sum(1 for _ in items)
 
-    After ``sortWithinPartitions`` a shard's rows arrive consecutively, so a shard is
-    complete when the next one starts (or the partition ends); only one shard is held.
+
+def read_partition(broadcast: Any, tasks: Iterator[tuple[int, list[str]]]) -> Iterator[tuple[str, str]]:
+    """Read stage: each (task, files) -> its rows cut by shard and written to scratch -> (shard_id, path)s.
+
+    A retried task writes the same paths with the same rows (the input is fixed by its fingerprint).
     """
     bundle: Bundle = broadcast.value
-    shard_ids = bundle.shard_ids()
-    fail_first = set(bundle.spec.engine_options.get("fail_first_attempt_shards", ()))
-    context = TaskContext.get()
-    current: int | None = None
-    pieces: list[pa.Table] = []
+    fs, _ = scratch.Scratch(str(bundle.spec.engine_options["scratch_uri"])).filesystem()
+    for index, paths in tasks:
+        held: list[pa.Table] = []
+        rows = part = 0
+        for path in paths:
+            for table in iter_tables(Path(path), bundle.spec.columns, batch_rows=READ_FLUSH_ROWS):
+                held.append(table)
+                rows += table.num_rows
+                if rows >= READ_FLUSH_ROWS:
+                    yield from _write_pieces(fs, bundle, held, index, part)
+                    held, rows, part = [], 0, part + 1
+        yield from _write_pieces(fs, bundle, held, index, part)
 
-    def flush(label: int) -> pa.RecordBatch:
-        shard_id = shard_ids[label]
-        worker = _worker(bundle, context.cpus() if context is not None else bundle.spec.ort_threads)
-        done = worker.process(shard_id, pieces)
+
+def _write_pieces(
+    fs: Any, bundle: Bundle, held: list[pa.Table], index: int, part: int
+) -> Iterator[tuple[str, str]]:
+    if not held:
+        return
+    for shard_id, piece in split_by_shard(pa.concat_tables(held, promote_options="permissive"), bundle.spec):
+        path = scratch.piece_path(bundle.attempt_dir, shard_id, index, part)
+        yield shard_id, scratch.write_piece(fs, path, piece)
+
+
+def _shard_done(spec: JobSpec, shard_id: str) -> bool:
+    with connection(spec.database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT status = 'done' FROM run_shards WHERE run_id = %s AND shard_id = %s",
+            (spec.run_id, shard_id),
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def score_partition(broadcast: Any, shards: Iterator[tuple[str, list[str]]]) -> Iterator[dict[str, Any]]:
+    """Score stage: each (shard_id, piece paths) -> validated, scored and stored exactly once; pieces go.
+
+    A shard's pieces are deleted once it committed, so a retried task finds a committed shard's
+    pieces gone: it checks the ledger and moves on (pieces gone from a shard not done mean the
+    scratch was cleaned under a live attempt, which fails the task).
+    """
+    bundle: Bundle = broadcast.value
+    spec = bundle.spec
+    fail_first = set(spec.engine_options.get("fail_first_attempt_shards", ()))
+    context = TaskContext.get()
+    fs, _ = scratch.Scratch(str(spec.engine_options["scratch_uri"])).filesystem()
+    for shard_id, paths in shards:
+        try:
+            tables = scratch.read_pieces(fs, paths)
+        except FileNotFoundError:
+            if not _shard_done(spec, shard_id):
+                raise EngineError(
+                    f"the scratch pieces of shard {shard_id} are gone before it was stored; rerun to resume"
+                ) from None
+            yield {"shard_id": shard_id, "stored": False, "rows_in": 0, "rows_out": 0}
+            continue
+        worker = _worker(bundle, context.cpus() if context is not None else spec.ort_threads)
+        done = worker.process(shard_id, tables)
+        del tables  # unmap before the files go
+        scratch.delete_pieces(fs, paths)
         if shard_id in fail_first and context is not None and context.attemptNumber() == 0:
             raise EngineError(f"injected fault in the first attempt of shard {shard_id}, after it committed")
-        return pa.RecordBatch.from_pylist([{name: done[name] for name in RESULT_FIELDS}])
-
-    for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        table = pa.Table.from_batches([batch])
-        labels = table.column(SHARD_COLUMN).to_numpy()
-        table = table.drop_columns([SHARD_COLUMN])
-        for label, start, stop in runs(labels):
-            if label != current:
-                if current is not None:
-                    yield flush(current)
-                current, pieces = label, []
-            pieces.append(table.slice(start, stop - start))
-    if current is not None:
-        yield flush(current)
+        yield done
