@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 #: PSI above this is commonly read as a significant shift; observe logs a warning for such columns.
 DRIFT_ALERT_PSI = 0.25
 OUTPUT_FETCH_ROWS = 100_000
+#: Input rows read at a time (statistics merge exactly, so the size only trades memory for calls).
+INPUT_BATCH_ROWS = 65_536
 
 _UPSERT_SQL = """
 INSERT INTO run_stats (run_id, input_stats, output_stats, drift) VALUES (%s, %s, %s, %s)
@@ -119,7 +121,7 @@ def observe_run(settings: Settings, run_id: int) -> dict[str, Any]:
         input_stats = run.input_stats_plan  # an incremental run's planner read every row already
         if input_stats is None:
             input_stats = streamed_stats(
-                _scored_inputs(Path(run.input_uri), card, batch_rows=settings.batch_rows),
+                _scored_inputs(Path(run.input_uri), card, batch_rows=INPUT_BATCH_ROWS),
                 card.scalar_columns,
                 card.reference_stats,
             )
