@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
 import pyarrow as pa
 from psycopg import sql
@@ -20,7 +21,7 @@ from psycopg.types.json import Jsonb
 
 from pipelines.core.card import Card
 from pipelines.core.inputs import iter_tables, list_input_files
-from pipelines.core.stats import ColumnStats, column_stats, drift, merge_stats
+from pipelines.core.stats import ColumnStats, column_stats, drift, merge_stats, typed_outputs
 from pipelines.core.validate import good_rows
 from pipelines.errors import RunStateError
 from pipelines.settings import Settings
@@ -76,7 +77,7 @@ def _scored_inputs(source: Path, card: Card, *, batch_rows: int) -> Iterator[pa.
 
 def _stored_outputs(conn: psycopg.Connection[Any], run_id: int, card: Card) -> Iterator[pa.Table]:
     """The run's stored typed outputs (score, and label when the model has one), in batches."""
-    names = _typed_outputs(card)
+    names = typed_outputs(card)
     types = [pa.float32(), pa.int64()][: len(names)]
     query = sql.SQL("SELECT {} FROM predictions WHERE run_id = %s").format(
         sql.SQL(", ").join(sql.Identifier(name) for name in names)
@@ -90,8 +91,29 @@ def _stored_outputs(conn: psycopg.Connection[Any], run_id: int, card: Card) -> I
             )
 
 
-def _typed_outputs(card: Card) -> list[str]:
-    return ["score", "label"] if card.label_output is not None else ["score"]
+def _grouped_output_stats(conn: psycopg.Connection[Any], run_id: int, name: str) -> ColumnStats:
+    """Statistics of one stored output column from the server's count of each value.
+
+    For outputs with few distinct values (a label): one aggregate instead of every row over the
+    wire. The histogram's edges are the deciles of the whole column (a reference would fix them).
+    """
+    query = sql.SQL("SELECT {0}, count(*) FROM predictions WHERE run_id = %s GROUP BY 1").format(
+        sql.Identifier(name)
+    )
+    rows = conn.execute(query, (run_id,)).fetchall()
+    nulls = sum(count for value, count in rows if value is None)
+    present = [(value, count) for value, count in rows if value is not None]
+    values = np.repeat(
+        np.array([v for v, _ in present], np.int64), np.array([c for _, c in present], np.int64)
+    )
+    column = pa.chunked_array([pa.array(values, pa.int64()), pa.nulls(nulls, pa.int64())])
+    return column_stats(pa.table({name: column}), [name])[name]
+
+
+def _shard_parts(conn: psycopg.Connection[Any], run_id: int) -> list[dict[str, Any]] | None:
+    """Every shard's statistics (``core.stats.shard_stats``), or None if any shard took none."""
+    parts = [row[0] for row in conn.execute("SELECT stats FROM run_shards WHERE run_id = %s", (run_id,))]
+    return None if any(part is None for part in parts) else parts
 
 
 def _registered_card(conn: psycopg.Connection[Any], version_id: int) -> Card:
@@ -118,15 +140,26 @@ def observe_run(settings: Settings, run_id: int) -> dict[str, Any]:
     with connection(cache_url(settings), autocommit=True) as conn:
         run = ledger.get_run(conn, run_id)
         card = _registered_card(conn, run.version_id)
-        input_stats = run.input_stats_plan  # an incremental run's planner read every row already
+        shards = _shard_parts(conn, run_id)
+        # An incremental run's planner saw every row (its shards only the rescored ones); else the
+        # shards' own parts; else, for runs whose shards took none, the input read again.
+        input_stats = run.input_stats_plan
+        if input_stats is None and shards is not None:
+            input_stats = merge_stats([part["inputs"] for part in shards])
         if input_stats is None:
             input_stats = streamed_stats(
                 _scored_inputs(Path(run.input_uri), card, batch_rows=INPUT_BATCH_ROWS),
                 card.scalar_columns,
                 card.reference_stats,
             )
-        outputs = _typed_outputs(card)
-        output_stats = streamed_stats(_stored_outputs(conn, run_id, card), outputs, card.reference_stats)
+        outputs = typed_outputs(card)
+        if shards is not None:
+            output_stats = merge_stats([part["outputs"] for part in shards])
+            for name in outputs:
+                if name not in output_stats:  # no reference (e.g. a label): counted by the server
+                    output_stats[name] = _grouped_output_stats(conn, run_id, name)
+        else:
+            output_stats = streamed_stats(_stored_outputs(conn, run_id, card), outputs, card.reference_stats)
         psi = drift(card.reference_stats, {**input_stats, **output_stats})
         conn.execute(_UPSERT_SQL, (run_id, Jsonb(input_stats), Jsonb(output_stats), Jsonb(psi)))
     drifted = sorted(name for name, value in psi.items() if value > DRIFT_ALERT_PSI)

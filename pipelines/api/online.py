@@ -175,7 +175,9 @@ class OnlineScorer:
 
     def _score_table(self, model: Model, requests: list[Rows], table: pa.Table) -> list[Answer]:
         """Score ``table`` (the rows of ``requests``, in order); one answer per request."""
-        result = score_table(ONLINE_SHARD, table, model, batch_rows=self.batch_rows, fingerprints=False)
+        result = score_table(
+            ONLINE_SHARD, table, model, batch_rows=self.batch_rows, fingerprints=False, statistics=False
+        )
         scored = prediction_fields(result.predictions)
         rejected = dict(
             zip(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -10,6 +11,7 @@ import pyarrow as pa
 from pipelines.core.fingerprint import fingerprint_columns, input_fingerprint
 from pipelines.core.model import Model
 from pipelines.core.outputs import encode_outputs, label_values, score_values
+from pipelines.core.stats import shard_stats
 from pipelines.core.validate import MAX_KEY_LENGTH, reject_rows, validate
 
 #: What a shard stores per key: the typed score and label, every output as one JSON object
@@ -37,6 +39,8 @@ class ShardResult:
     rows_in: int
     predictions: pa.Table
     rejects: pa.Table
+    #: The shard's share of the run's statistics (``core.stats.shard_stats``), or None.
+    stats: dict[str, Any] | None = None
 
     @property
     def rows_out(self) -> int:
@@ -55,6 +59,7 @@ def score_table(
     batch_rows: int,
     max_key_length: int = MAX_KEY_LENGTH,
     fingerprints: bool = True,
+    statistics: bool = True,
 ) -> ShardResult:
     """Validate ``table`` against the model's card and score the good rows.
 
@@ -69,6 +74,8 @@ def score_table(
         max_key_length: longer keys are rejected.
         fingerprints: compute ``input_fp`` (null when False: online answers are not stored, and
             hashing was a fifth of the cost of scoring one row).
+        statistics: take the shard's input and output statistics (``observe`` adds them up
+            instead of reading the run's input and predictions again).
     """
     checked = validate(table, model.card, max_key_length=max_key_length)
     good = checked.good
@@ -104,4 +111,5 @@ def score_table(
         rows_in=table.num_rows,
         predictions=predictions,
         rejects=rejects,
+        stats=shard_stats(good, predictions, model.card) if statistics else None,
     )

@@ -265,3 +265,27 @@ def _merge_column(name: str, stats: list[ColumnStats]) -> ColumnStats:
         max=max(s["max"] for s in filled),
     )
     return merged
+
+
+def typed_outputs(card: Any) -> list[str]:
+    """The stored outputs statistics cover: ``score``, and ``label`` when the model has one."""
+    return ["score", "label"] if card.label_output is not None else ["score"]
+
+
+def shard_stats(good: pa.Table, predictions: pa.Table, card: Any) -> dict[str, dict[str, ColumnStats]] | None:
+    """A shard's share of its run's statistics: ``inputs`` (the valid rows, coerced) and ``outputs``
+    (the stored predictions' outputs that have a reference), against the card's reference so the
+    shards' parts add up exactly.
+
+    None when the reference lacks an input column (parts would not share histogram edges): the
+    run's input statistics are then taken by reading the input again.
+    """
+    if any(name not in card.reference_stats for name in card.scalar_columns):
+        return None
+    outputs = [name for name in typed_outputs(card) if name in card.reference_stats]
+    return {
+        "inputs": column_stats(
+            good.select(card.scalar_columns), card.scalar_columns, reference=card.reference_stats
+        ),
+        "outputs": column_stats(predictions.select(outputs), outputs, reference=card.reference_stats),
+    }

@@ -19,6 +19,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from pipelines.core.changes import stored_pairs
 from pipelines.core.outputs import columns_to_store
@@ -111,8 +112,16 @@ def write_shard(
         with conn.transaction():
             marked = conn.execute(
                 "UPDATE run_shards SET status = 'done', rows_in = %s, rows_out = %s, rows_rejected = %s, "
-                "attempt = %s WHERE run_id = %s AND shard_id = %s AND status = 'pending'",
-                (result.rows_in, result.rows_out, result.rows_rejected, attempt, run_id, result.shard_id),
+                "attempt = %s, stats = %s WHERE run_id = %s AND shard_id = %s AND status = 'pending'",
+                (
+                    result.rows_in,
+                    result.rows_out,
+                    result.rows_rejected,
+                    attempt,
+                    Jsonb(result.stats) if result.stats is not None else None,
+                    run_id,
+                    result.shard_id,
+                ),
             )
             if marked.rowcount == 0:
                 return False
