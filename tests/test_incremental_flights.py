@@ -10,7 +10,6 @@ column's other top values and its ``distinct`` depend on how the rows were batch
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from pipelines.core.model import load_model
 from pipelines.jobs import RunRequest, run_job
 from pipelines.settings import DEFAULT_MODELS_DIR
 from pipelines.store.db import connection
+from tests.stats_compare import close, exact_parts
 
 WEEK = 7
 
@@ -41,28 +41,12 @@ def _second_snapshot(first: Path, out: Path) -> Path:
     return out
 
 
-def _exact_parts(url: str, run_id: int, reference: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _stored(url: str, run_id: int, reference: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(input statistics without their batching-dependent parts, drift) of a run."""
     with connection(url) as conn:
         row = conn.execute("SELECT input_stats, drift FROM run_stats WHERE run_id = %s", (run_id,)).fetchone()
     assert row is not None
-    stats, psi = row
-    for name, column in stats.items():
-        if column["kind"] == "categorical":
-            known = reference[name]["top"]
-            column["top"] = {value: count for value, count in column["top"].items() if value in known}
-            del column["distinct"]
-    return stats, psi
-
-
-def _same(a: object, b: object) -> bool:
-    if isinstance(a, float) and isinstance(b, float):
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
+    return exact_parts(row[0], reference), row[1]
 
 
 def test_an_incremental_runs_input_statistics_equal_a_full_runs_observation(
@@ -87,12 +71,12 @@ def test_an_incremental_runs_input_statistics_equal_a_full_runs_observation(
         ).fetchone()
     assert planned == (True,)  # taken by the planner, not by reading the snapshot again
     reference = load_model(DEFAULT_MODELS_DIR, "flights_delay").card.reference_stats
-    mine = _exact_parts(migrated_url, incremental.run_id, reference)
-    theirs = _exact_parts(other_database, full.run_id, reference)
-    differ = [name for name in theirs[0] if not _same(mine[0].get(name), theirs[0][name])]
+    mine = _stored(migrated_url, incremental.run_id, reference)
+    theirs = _stored(other_database, full.run_id, reference)
+    differ = [name for name in theirs[0] if not close(mine[0].get(name), theirs[0][name])]
     assert mine[0].keys() == theirs[0].keys() and not differ, {n: (mine[0][n], theirs[0][n]) for n in differ}
     # The drift of every input (the outputs observed are the rows each run stored: all, or the rescored).
     inputs = set(theirs[0])
-    assert _same(
+    assert close(
         {k: v for k, v in mine[1].items() if k in inputs}, {k: v for k, v in theirs[1].items() if k in inputs}
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -243,15 +244,23 @@ def coerce(table: pa.Table, card: Card) -> pa.Table:
         pa.ArrowInvalid: an exact cast met a value it cannot convert (such rows are invalid).
     """
     columns: dict[str, pa.Array] = {card.key: _column(table, card.key).cast(pa.string())}
+    for spec, name, column in _input_columns(table, card):
+        columns[name] = _cast_list(column, spec) if spec.is_list else _cast(column, spec.dtype)
+    return pa.table(columns)
+
+
+def _input_columns(table: pa.Table, card: Card) -> Iterator[tuple[InputSpec, str, pa.Array]]:
+    """Each model input column once (not the key), dictionary-encoded ones decoded."""
+    seen = {card.key}
     for spec in card.inputs:
         for name in spec.source_columns:
-            if name == card.key or name in columns:
+            if name in seen:
                 continue
+            seen.add(name)
             column = _column(table, name)
             if pa.types.is_dictionary(column.type):
                 column = column.cast(column.type.value_type)
-            columns[name] = _cast_list(column, spec) if spec.is_list else _cast(column, spec.dtype)
-    return pa.table(columns)
+            yield spec, name, column
 
 
 def _list_reasons(reasons: pa.Array, column: pa.Array, spec: InputSpec) -> tuple[pa.Array, pa.Array]:
@@ -318,17 +327,10 @@ def _checked(table: pa.Table, card: Card, *, max_key_length: int) -> tuple[pa.Ta
             )
 
     coerced: dict[str, pa.Array] = {card.key: keys}
-    for spec in card.inputs:
-        for name in spec.source_columns:
-            if name == card.key or name in coerced:
-                continue
-            column = _column(table, name)
-            if pa.types.is_dictionary(column.type):
-                column = column.cast(column.type.value_type)
-            if spec.is_list:
-                reasons, coerced[name] = _list_reasons(reasons, column, spec)
-            else:
-                reasons = _scalar_reasons(reasons, column, name, spec.dtype)
-                coerced[name] = _cast(column, spec.dtype)
-
+    for spec, name, column in _input_columns(table, card):
+        if spec.is_list:
+            reasons, coerced[name] = _list_reasons(reasons, column, spec)
+        else:
+            reasons = _scalar_reasons(reasons, column, name, spec.dtype)
+            coerced[name] = _cast(column, spec.dtype)
     return pa.table(coerced), reasons

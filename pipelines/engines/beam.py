@@ -27,7 +27,7 @@ from pipelines.engines import scratch
 from pipelines.engines.shipping import localize_model, ship_beam
 from pipelines.engines.spec import JobSpec
 from pipelines.engines.worker import ShardWorker, split_by_shard
-from pipelines.store.db import connect
+from pipelines.store import ledger
 
 #: Rows read per slice of a file before it is cut by shard.
 READ_SLICE_ROWS = 262_144
@@ -125,17 +125,6 @@ def pipeline_options(spec: JobSpec) -> PipelineOptions:
     return PipelineOptions(args)
 
 
-def _scoring_runs(database_url: str) -> Any:
-    def scoring(run_ids: list[int]) -> list[int]:
-        with connect(database_url, autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT run_id FROM runs WHERE run_id = ANY(%s) AND status = 'scoring'", (run_ids,)
-            ).fetchall()
-        return [int(r[0]) for r in rows]
-
-    return scoring
-
-
 def execute(spec: JobSpec) -> None:
     """Run the Beam pipeline over the spec's pending shards; returns when every one is stored.
 
@@ -147,7 +136,7 @@ def execute(spec: JobSpec) -> None:
     spec = ship_beam(spec)  # a remote runner's workers get predcache and the model from the job
     root = scratch.Scratch(spec.engine_options["scratch_uri"])
     scratch.clean_abandoned(
-        root, run_id=spec.run_id, attempt=spec.attempt, scoring=_scoring_runs(spec.database_url)
+        root, run_id=spec.run_id, attempt=spec.attempt, scoring=ledger.runs_being_scored(spec.database_url)
     )
     attempt_dir = root.attempt_dir(spec.run_id, spec.attempt)
     groups = group_files(

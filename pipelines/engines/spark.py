@@ -47,6 +47,7 @@ from pipelines.engines.spark_session import DEFAULT_MASTER, EXECUTOR_WAIT_SECOND
 from pipelines.engines.spec import JobSpec
 from pipelines.engines.worker import ShardWorker, split_by_shard
 from pipelines.errors import EngineError
+from pipelines.store import ledger
 from pipelines.store.db import connection
 
 #: Rows a read task holds before it cuts them by shard and writes the pieces (flat memory:
@@ -178,17 +179,6 @@ def _run_stages(context: SparkContext, spec: JobSpec, root: scratch.Scratch) -> 
         bundle.destroy()
 
 
-def _scoring_runs(database_url: str) -> Any:
-    def scoring(run_ids: list[int]) -> list[int]:
-        with connection(database_url, autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT run_id FROM runs WHERE run_id = ANY(%s) AND status = 'scoring'", (run_ids,)
-            ).fetchall()
-        return [int(r[0]) for r in rows]
-
-    return scoring
-
-
 def _announce(context: SparkContext, spec: JobSpec) -> None:
     """One line in the run's engine log naming the Spark application and driver JVM that ran it.
 
@@ -221,7 +211,7 @@ def execute(spec: JobSpec) -> None:
     options = spec.engine_options
     root = scratch.Scratch(str(options["scratch_uri"]))
     scratch.clean_abandoned(
-        root, run_id=spec.run_id, attempt=spec.attempt, scoring=_scoring_runs(spec.database_url)
+        root, run_id=spec.run_id, attempt=spec.attempt, scoring=ledger.runs_being_scored(spec.database_url)
     )
     with warnings.catch_warnings():
         # pyspark probes pandas on the driver and warns that pandas 3 is untested; Arrow paths skip pandas.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -463,3 +464,18 @@ def reject_reasons(conn: psycopg.Connection[Any], run_id: int, *, limit: int = 1
         (run_id, limit),
     ).fetchall()
     return [(str(reason), int(count)) for reason, count in rows]
+
+
+def runs_being_scored(database_url: str) -> Callable[[list[int]], list[int]]:
+    """A function: run ids -> those whose runs are being scored now (their scratch stays)."""
+
+    def scoring(run_ids: list[int]) -> list[int]:
+        from pipelines.store.db import connection
+
+        with connection(database_url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT run_id FROM runs WHERE run_id = ANY(%s) AND status = 'scoring'", (run_ids,)
+            ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    return scoring

@@ -1,13 +1,11 @@
 """A run's statistics are added up from its shards' parts instead of reading the input again.
 
 They must equal what reading the input and the stored predictions again gives (the path runs
-without shard statistics still take), wherever merged statistics are exact (``merge_stats``):
-counts, nulls, numeric moments and histograms, the reference's top values, and so the drift.
+without shard statistics still take), wherever merged statistics are exact (``tests.stats_compare``).
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -17,29 +15,7 @@ from pipelines.jobs import RunRequest, run_job
 from pipelines.observe import INPUT_BATCH_ROWS, _scored_inputs, _stored_outputs, streamed_stats
 from pipelines.settings import DEFAULT_MODELS_DIR
 from pipelines.store.db import connection
-
-
-def _exact(stats: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for name, column in stats.items():
-        column = dict(column)
-        if name not in reference:  # edges of its own (the first batch's, or the column's): moments only
-            del column["histogram"]
-        elif column["kind"] == "categorical":
-            column["top"] = {v: c for v, c in column["top"].items() if v in reference[name]["top"]}
-            del column["distinct"]
-        out[name] = column
-    return out
-
-
-def _close(a: object, b: object) -> bool:
-    if isinstance(a, float) and isinstance(b, float):
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
+from tests.stats_compare import close, exact_parts
 
 
 def test_shard_statistics_add_up_to_reading_the_input_and_predictions_again(
@@ -67,6 +43,6 @@ def test_shard_statistics_add_up_to_reading_the_input_and_predictions_again(
         _scored_inputs(day, card, batch_rows=INPUT_BATCH_ROWS), card.scalar_columns, card.reference_stats
     )
     reference = card.reference_stats
-    assert _close(_exact(stored[0], reference), _exact(again_inputs, reference))
-    assert _close(_exact(stored[1], reference), _exact(again_outputs, reference))
-    assert _close(stored[2], drift(reference, {**again_inputs, **again_outputs}))
+    assert close(exact_parts(stored[0], reference), exact_parts(again_inputs, reference))
+    assert close(exact_parts(stored[1], reference), exact_parts(again_outputs, reference))
+    assert close(stored[2], drift(reference, {**again_inputs, **again_outputs}))
