@@ -15,27 +15,21 @@ over through pass-through pipeline options; its scratch must then be storage eve
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.core.inputs import group_files, iter_tables, read_task_count
+from pipelines.core.inputs import group_files, read_task_count
 from pipelines.engines import scratch
+from pipelines.engines.read_stage import read_task
 from pipelines.engines.shipping import localize_model, ship_beam
 from pipelines.engines.spec import JobSpec
-from pipelines.engines.worker import ShardWorker, split_by_shard
+from pipelines.engines.worker import ShardWorker
 from pipelines.store import ledger
 
-#: Rows read per slice of a file before it is cut by shard.
-READ_SLICE_ROWS = 262_144
 #: Parquet bytes per read task: few, large elements (a read task emits one reference per shard).
 READ_GROUP_BYTES = 64 << 20
-#: A read task writes out what it holds once it holds this many rows: memory stays flat with the
-#: input (a larger bound makes fewer, larger pieces: pieces = input rows / this x shards).
-READ_FLUSH_ROWS = 262_144
 #: The DirectRunner's mode for runs above IN_PROCESS_MAX_ROWS (``engine_options["direct_running_mode"]``).
 DEFAULT_MODE = "multi_threading"
 #: Runs of at most this many planned rows run in-process (multi-process start-up costs more);
@@ -52,29 +46,7 @@ class ReadAndSplit(beam.DoFn):  # type: ignore[misc]
 
     def process(self, task: tuple[int, list[str]]) -> Iterator[tuple[str, str]]:
         index, paths = task
-        fs, _ = scratch.Scratch(self.spec.engine_options["scratch_uri"]).filesystem()
-        held: list[pa.Table] = []
-        rows = part = 0
-        for path in paths:
-            for table in iter_tables(Path(path), self.spec.columns, batch_rows=READ_SLICE_ROWS):
-                held.append(table)
-                rows += table.num_rows
-                if rows >= READ_FLUSH_ROWS:
-                    batch, held, rows = held, [], 0
-                    yield from self._flush(fs, batch, index, part)
-                    part += 1
-        yield from self._flush(fs, held, index, part)
-
-    def _flush(self, fs: Any, held: list[pa.Table], index: int, part: int) -> Iterator[tuple[str, str]]:
-        """Cut what the task holds by shard (one sort) and write one piece per shard."""
-        if not held:
-            return
-        # The held slices are dropped as soon as the sorted copy exists (memory: about two slices' worth).
-        pieces = split_by_shard(pa.concat_tables(held, promote_options="permissive"), self.spec)
-        held.clear()
-        for shard_id, piece in pieces:
-            path = scratch.piece_path(self.attempt_dir, shard_id, index, part)
-            yield shard_id, scratch.write_piece(fs, path, piece)
+        yield from read_task(self.spec, self.attempt_dir, index, paths)
 
 
 class ScoreAndWrite(beam.DoFn):  # type: ignore[misc]

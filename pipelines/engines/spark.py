@@ -30,12 +30,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 from pyspark import SparkContext, TaskContext
 from pyspark.sql import SparkSession
 
-from pipelines.core.inputs import group_files, iter_tables, read_task_count
+from pipelines.core.inputs import group_files, read_task_count
 from pipelines.engines import scratch
+from pipelines.engines.read_stage import read_task
 from pipelines.engines.shipping import (
     files_digest,
     materialize_model,
@@ -45,14 +45,11 @@ from pipelines.engines.shipping import (
 )
 from pipelines.engines.spark_session import DEFAULT_MASTER, EXECUTOR_WAIT_SECONDS, get_session, jvm_log
 from pipelines.engines.spec import JobSpec
-from pipelines.engines.worker import ShardWorker, split_by_shard
+from pipelines.engines.worker import ShardWorker
 from pipelines.errors import EngineError
 from pipelines.store import ledger
 from pipelines.store.db import connection
 
-#: Rows a read task holds before it cuts them by shard and writes the pieces (flat memory:
-#: Beam's bound, so both engines write the same pieces).
-READ_FLUSH_ROWS = 262_144
 #: Parquet bytes per read task: few, large tasks (each writes one piece per shard per flush).
 READ_GROUP_BYTES = 64 << 20
 #: Score tasks per task slot: enough to balance uneven shards, few enough that per-task cost
@@ -277,28 +274,8 @@ def read_partition(broadcast: Any, tasks: Iterator[tuple[int, list[str]]]) -> It
     A retried task writes the same paths with the same rows (the input is fixed by its fingerprint).
     """
     bundle: Bundle = broadcast.value
-    fs, _ = scratch.Scratch(str(bundle.spec.engine_options["scratch_uri"])).filesystem()
     for index, paths in tasks:
-        held: list[pa.Table] = []
-        rows = part = 0
-        for path in paths:
-            for table in iter_tables(Path(path), bundle.spec.columns, batch_rows=READ_FLUSH_ROWS):
-                held.append(table)
-                rows += table.num_rows
-                if rows >= READ_FLUSH_ROWS:
-                    yield from _write_pieces(fs, bundle, held, index, part)
-                    held, rows, part = [], 0, part + 1
-        yield from _write_pieces(fs, bundle, held, index, part)
-
-
-def _write_pieces(
-    fs: Any, bundle: Bundle, held: list[pa.Table], index: int, part: int
-) -> Iterator[tuple[str, str]]:
-    if not held:
-        return
-    for shard_id, piece in split_by_shard(pa.concat_tables(held, promote_options="permissive"), bundle.spec):
-        path = scratch.piece_path(bundle.attempt_dir, shard_id, index, part)
-        yield shard_id, scratch.write_piece(fs, path, piece)
+        yield from read_task(bundle.spec, bundle.attempt_dir, index, paths)
 
 
 def _shard_done(spec: JobSpec, shard_id: str) -> bool:
