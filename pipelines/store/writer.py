@@ -108,6 +108,7 @@ def write_shard(
         TransientStoreError: the connection broke or a lock wait timed out (retry: nothing was stored).
         StoreError: any other refusal (the transaction was rolled back).
     """
+    pairs = stored_pairs(result.predictions)  # hashed before the transaction: it holds locks
     try:
         with conn.transaction():
             marked = conn.execute(
@@ -143,7 +144,7 @@ def write_shard(
             copied = _copy(conn, sql.Identifier("rejects"), rejects.column_names, rejects)
             _check_copied(result.shard_id, "rejects", copied, result.rows_rejected)
             # What the next incremental run compares with (core.changes), committed with the rows.
-            write_pairs(conn, run_id, result.shard_id, stored_pairs(result.predictions))
+            write_pairs(conn, run_id, result.shard_id, pairs)
             conn.execute(
                 "UPDATE run_shards SET seconds = %s, done_at = clock_timestamp() "
                 "WHERE run_id = %s AND shard_id = %s",
