@@ -107,21 +107,44 @@ class Run:
     seconds: float
 
 
+#: Forks and execs the command, then writes its rusage peak (KiB) to the file named first. Linux
+#: keeps a process's RSS high-water mark across fork and exec (``signal->maxrss``): a child started
+#: straight from a large process (a pytest session past 1 GB) reports that process's peak as its
+#: own. This launcher is small, so the command's peak starts from a few MB.
+_LAUNCHER = (
+    "import os, sys\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "    os.execvp(sys.argv[2], sys.argv[2:])\n"
+    "_, status, usage = os.wait4(pid, 0)\n"
+    "with open(sys.argv[1], 'w') as out:\n"
+    "    out.write(str(usage.ru_maxrss))\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
 def measured(command: list[str], *, env: dict[str, str]) -> Run:
     """Run ``command`` from the repository and return its exit, output, peak RSS and seconds.
 
-    ``os.wait4`` reaps the child and returns its own resource usage: ``ru_maxrss`` is the child's
-    high-water mark in KiB (Linux), untouched by any other process this one ran.
+    The command runs under a small launcher (``_LAUNCHER``) that reaps it with ``os.wait4`` and
+    records its ``ru_maxrss``: the command's own peak, whatever process started the measurement.
     """
-    with tempfile.TemporaryFile() as output:
+    with tempfile.TemporaryFile() as output, tempfile.TemporaryDirectory() as folder:
+        peak = Path(folder) / "peak_kib"
         started = time.perf_counter()
-        child = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        _, status, usage = os.wait4(child.pid, 0)
+        child = subprocess.run(
+            [sys.executable, "-c", _LAUNCHER, str(peak), *command],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+            check=False,
+        )
         seconds = time.perf_counter() - started
-        child.returncode = os.waitstatus_to_exitcode(status)
         output.seek(0)
         text = output.read().decode(errors="replace")
-    return Run(child.returncode, text, usage.ru_maxrss * 1024, seconds)
+        kib = int(peak.read_text()) if peak.exists() else 0
+    return Run(child.returncode, text, kib * 1024, seconds)
 
 
 def child_env(models_dir: Path, home: Path) -> dict[str, str]:
