@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,26 +19,28 @@ def temp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     class_archive_option.cache_clear()
 
 
-def _java() -> str:
-    java = shutil.which("java")
-    if java is None:
-        pytest.skip("no java on PATH")
-    return java
+@pytest.fixture
+def java(tmp_path: Path) -> str:
+    """A stand-in JDK binary: the archive's name depends only on its path and modification time."""
+    binary = tmp_path / "jdk" / "bin" / "java"
+    binary.parent.mkdir(parents=True)
+    binary.write_bytes(b"")
+    return str(binary)
 
 
 def test_the_first_session_writes_the_class_archive_at_exit_and_a_later_process_maps_it(
-    temp_root: Path,
+    temp_root: Path, java: str
 ) -> None:
-    first = class_archive_option(_java(), "")
+    first = class_archive_option(java, "")
     archive = Path(first.split("=", 1)[1])
     archive.write_bytes(b"written by the first JVM as it exits")
     class_archive_option.cache_clear()  # a new process
     assert first.startswith("-XX:ArchiveClassesAtExit=") and archive.parent.parent == temp_root
-    assert class_archive_option(_java(), "") == f"-XX:SharedArchiveFile={archive}"
+    assert class_archive_option(java, "") == f"-XX:SharedArchiveFile={archive}"
 
 
-def test_a_session_with_extra_jars_gets_an_archive_of_its_own(temp_root: Path) -> None:
-    plain = session_conf("local[2]", java=_java())["spark.driver.extraJavaOptions"]
-    with_jars = session_conf("local[2]", {"spark.jars": "/x/postgresql.jar"}, java=_java())
+def test_a_session_with_extra_jars_gets_an_archive_of_its_own(temp_root: Path, java: str) -> None:
+    plain = session_conf("local[2]", java=java)["spark.driver.extraJavaOptions"]
+    with_jars = session_conf("local[2]", {"spark.jars": "/x/postgresql.jar"}, java=java)
     assert plain.split()[-1] != with_jars["spark.driver.extraJavaOptions"].split()[-1]
     assert "-XX:TieredStopAtLevel=1" in plain
