@@ -12,8 +12,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip wheel
 
-# Reinstall when the package metadata changes.
-$(STAMP): setup.py | $(BIN)/python
+# Reinstall when the package metadata or the C extension changes.
+$(STAMP): setup.py pipelines/core/_xxh64.c | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 

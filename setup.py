@@ -9,7 +9,7 @@ without the checkout. MANIFEST.in puts the same files into the sdist.
 import shutil
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
@@ -116,5 +116,10 @@ setup(
     install_requires=RUNTIME,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["predcache=pipelines.cli:main"]},
+    # XXH64 over whole columns (key hashes and input fingerprints); core/keys.py falls back to
+    # numpy when it is not built.
+    ext_modules=[
+        Extension("pipelines.core._xxh64", ["pipelines/core/_xxh64.c"], extra_compile_args=["-O3"])
+    ],
     cmdclass={"build_py": BuildPyWithShippedFiles},
 )

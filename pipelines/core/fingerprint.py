@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.core.card import Card
-from pipelines.core.keys import HASH_SEED, _xxh64_fixed_length, hash_bytes
+from pipelines.core.keys import HASH_SEED, hash_bytes, hash_rows
 
 _U = np.uint64
 
@@ -67,9 +67,9 @@ def _chain(values: pa.Array, seeds: np.ndarray) -> np.ndarray:
     valid = pc.is_valid(values).to_numpy(zero_copy_only=False)
     out = seeds.copy()
     if valid.all():
-        return _xxh64_fixed_length(_fixed_bytes(values), seeds)
+        return hash_rows(_fixed_bytes(values), seeds)
     rows = np.flatnonzero(valid)
-    out[rows] = _xxh64_fixed_length(_fixed_bytes(values.filter(pa.array(valid))), seeds[rows])
+    out[rows] = hash_rows(_fixed_bytes(values.filter(pa.array(valid))), seeds[rows])
     return out
 
 
