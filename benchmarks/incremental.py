@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "rows_scored": incremental["rows_out"],
                     "rows_unchanged": incremental["rows_unchanged"],
                     "caches_equal": same,
+                    "step_seconds": {"full": full["step_seconds"], "incremental": incremental["step_seconds"]},
                     "peak_rss_mb": {"full": full["peak_rss_mb"], "incremental": incremental["peak_rss_mb"]},
                 }
             )
@@ -169,6 +170,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{'met' if r['target_met'] else 'missed'} | {r['rows_scored']:,} | {r['rows_unchanged']:,} | "
             f"{r['caches_equal']} |"
         )
+    for r in results:
+        for run in ("full", "incremental"):
+            steps = ", ".join(f"{k} {v:.1f}" for k, v in r["step_seconds"][run].items())
+            print(f"{r['engine']} {run}: {steps} s")
     return report
 
 

@@ -103,6 +103,9 @@ class RunSummary:
     rows_pruned: int = 0
     drifted: tuple[str, ...] = ()
     alerts: tuple[str, ...] = ()
+    #: Wall seconds of each step this command ran (plan, score, verify, publish, observe): where
+    #: the time went, next to ``seconds`` (plan to publish).
+    step_seconds: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -536,10 +539,19 @@ def run_job(settings: Settings, request: RunRequest, *, on_progress: ProgressFn 
         PredcacheError: any failure, as one line (the run is marked failed and can be resumed).
     """
     started = time.perf_counter()
+    steps: dict[str, float] = {}
+    clock = [started]
+
+    def lap(step: str) -> None:
+        now = time.perf_counter()
+        steps[step] = round(now - clock[0], 3)
+        clock[0] = now
+
     if request.engine not in ENGINES:  # fail before any work
         raise ConfigError(f"unknown engine '{request.engine}'; choose one of: {', '.join(ENGINES)}")
     _start_engine_early(settings, request)
     planned = plan_run(settings, request)
+    lap("plan")
     scored = 0
     if not planned.finished:
         owner = runstate.owner_id()
@@ -552,8 +564,12 @@ def run_job(settings: Settings, request: RunRequest, *, on_progress: ProgressFn 
             on_progress=on_progress,
             owner=owner,
         )
+        lap("score")
         verify_run(settings, planned.run_id, owner=owner)
+        lap("verify")
     published = publish_run(settings, planned.run_id) if request.publish else False
+    if request.publish:
+        lap("publish")
     with connection(cache_url(settings)) as conn:
         summary = _summary(
             conn,
@@ -565,7 +581,10 @@ def run_job(settings: Settings, request: RunRequest, *, on_progress: ProgressFn 
             scored=scored,
         )
     # Observed after the summary's clock stops: the run's throughput is the scoring's.
+    clock[0] = time.perf_counter()
     observed = observe_step(settings, planned.run_id, only_if_missing=planned.finished)
+    lap("observe")
+    summary = replace(summary, step_seconds=steps)
     if observed is None:
         return summary
     return replace(summary, drifted=tuple(observed["drifted"]), alerts=tuple(observed["alerts"]))
