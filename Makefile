@@ -13,7 +13,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip wheel
 
 # Reinstall when the package metadata or the C extension changes.
-$(STAMP): setup.py pipelines/core/_xxh64.c | $(BIN)/python
+$(STAMP): setup.py $(wildcard pipelines/core/*.c) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 

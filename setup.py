@@ -116,10 +116,11 @@ setup(
     install_requires=RUNTIME,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["predcache=pipelines.cli:main"]},
-    # XXH64 over whole columns (key hashes and input fingerprints); core/keys.py falls back to
-    # numpy when it is not built.
+    # Column kernels in C: XXH64 over whole columns (key hashes, input fingerprints) and one
+    # column's numeric statistics; core/keys.py and core/stats.py fall back to numpy without them.
     ext_modules=[
-        Extension("pipelines.core._xxh64", ["pipelines/core/_xxh64.c"], extra_compile_args=["-O3"])
+        Extension(f"pipelines.core.{name}", [f"pipelines/core/{name}.c"], extra_compile_args=["-O3"])
+        for name in ("_xxh64", "_moments")
     ],
     cmdclass={"build_py": BuildPyWithShippedFiles},
 )
