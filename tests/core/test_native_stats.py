@@ -9,7 +9,7 @@ import pytest
 from pipelines.core import stats
 from tests.stats_compare import close
 
-pytestmark = pytest.mark.skipif(stats.native is None, reason="the C extension is not built (pip install -e .)")
+pytestmark = pytest.mark.skipif(stats.native is None, reason="the C extension is not built: pip install -e .")
 
 
 def _columns() -> dict[str, pa.ChunkedArray]:
