@@ -143,7 +143,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "rows_scored": incremental["rows_out"],
                     "rows_unchanged": incremental["rows_unchanged"],
                     "caches_equal": same,
-                    "step_seconds": {"full": full["step_seconds"], "incremental": incremental["step_seconds"]},
+                    "step_seconds": {
+                        "full": full["step_seconds"],
+                        "incremental": incremental["step_seconds"],
+                    },
                     "peak_rss_mb": {"full": full["peak_rss_mb"], "incremental": incremental["peak_rss_mb"]},
                 }
             )

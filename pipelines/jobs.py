@@ -170,12 +170,17 @@ class PlannedRun:
     finished: bool
 
 
-def plan_run(settings: Settings, request: RunRequest) -> PlannedRun:
+def plan_run(
+    settings: Settings, request: RunRequest, *, before_work: Callable[[], None] | None = None
+) -> PlannedRun:
     """Check the input against the model, then find or create the run and its shard plan.
 
     An unfinished run over the same input (same fingerprint) is resumed; a finished one is
     returned with ``finished=True`` (unless ``request.rerun``); otherwise the input's keys
-    are hashed and the shard plan is recorded before any work starts.
+    are hashed and the shard plan is recorded before any work starts. Both are looked up
+    before the slow part of planning (an incremental run's comparison), which a finished or
+    resumed run does not need; ``before_work`` is called once the run is known to score
+    (``run_job`` starts the engine there, to overlap the planning).
 
     Raises:
         PredcacheError: unknown model, bad card, unreadable or mismatched input.
@@ -196,6 +201,13 @@ def plan_run(settings: Settings, request: RunRequest) -> PlannedRun:
     digest = fingerprint(files, request.input)
     schema_text = input_schema_text(pq.read_schema(files[0]), [model.card.key, *model.card.input_names])
     shard_rows = request.shard_rows or settings.shard_rows
+    existing = None if request.rerun else _existing_run(url, model, input_uri, digest)
+    if existing is not None and existing.finished:
+        return existing
+    if before_work is not None:
+        before_work()
+    if existing is not None:
+        return existing
     changes = (
         _plan_refresh(url, settings, model, request, schema_text, files) if request.incremental else None
     )
@@ -206,6 +218,22 @@ def plan_run(settings: Settings, request: RunRequest) -> PlannedRun:
     finally:
         if changes is not None:
             refresh.discard(changes)  # planned but not adopted by a new run
+
+
+def _existing_run(url: str, model: Model, input_uri: str, digest: str) -> PlannedRun | None:
+    """A finished, or else an unfinished, run of this version over this exact input (no locks:
+    ``_plan_in_cache`` decides again under its lock when this finds none)."""
+    with connection(url, autocommit=True) as conn:
+        registered = ledger.registered_version(conn, model)  # refuses a rebuilt version
+        if registered is None:
+            return None
+        for statuses, finished in ((ledger.FINISHED, True), (ledger.UNFINISHED, False)):
+            run = ledger.find_run(
+                conn, version_id=registered, input_uri=input_uri, fingerprint=digest, statuses=statuses
+            )
+            if run is not None:
+                return PlannedRun(run.run_id, resumed=not finished, finished=finished)
+    return None
 
 
 def _plan_refresh(
@@ -549,8 +577,7 @@ def run_job(settings: Settings, request: RunRequest, *, on_progress: ProgressFn 
 
     if request.engine not in ENGINES:  # fail before any work
         raise ConfigError(f"unknown engine '{request.engine}'; choose one of: {', '.join(ENGINES)}")
-    _start_engine_early(settings, request)
-    planned = plan_run(settings, request)
+    planned = plan_run(settings, request, before_work=lambda: _start_engine_early(settings, request))
     lap("plan")
     scored = 0
     if not planned.finished:

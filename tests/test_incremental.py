@@ -201,3 +201,28 @@ def test_a_resumed_incremental_run_makes_its_lost_rows_to_score_again(
     run = verify_run(settings, planned.run_id)
     assert (run.rows_in, run.rows_out, run.rows_rejected, run.rows_unchanged) == (241, 4, 1, 236)
     assert not forwarded.exists()  # removed once verified
+
+
+def test_a_finished_input_is_found_before_the_comparison_and_without_starting_an_engine(
+    migrated_url, settings_for, toy_models_dir, tmp_path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    from pipelines import jobs, refresh
+
+    settings = settings_for(migrated_url, models_dir=toy_models_dir)
+    a = _snapshot(tmp_path / "a", _a())
+    b = _snapshot(tmp_path / "b", _b())
+    run_job(settings, RunRequest(model="toy", input=a, shard_rows=60, publish=True))
+    request = RunRequest(model="toy", input=b, shard_rows=60, publish=True, incremental=True)
+    first = run_job(settings, request)
+    compared: list[Path] = []
+    started: list[str] = []
+    real_plan = refresh.plan_refresh
+    monkeypatch.setattr(refresh, "plan_refresh", lambda *a, **k: compared.append(a[3]) or real_plan(*a, **k))
+    monkeypatch.setattr(jobs, "_start_engine_early", lambda settings, request: started.append(request.engine))
+    again = run_job(settings, request)
+    assert again.skipped and again.run_id == first.run_id
+    assert compared == [] and started == []
+    # A new snapshot still compares and starts its engine, once.
+    c = _snapshot(tmp_path / "c", _a())
+    run_job(settings, RunRequest(model="toy", input=c, shard_rows=60, publish=True, incremental=True))
+    assert len(compared) == 1 and started == ["beam"]

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 try:
     from pipelines.core import _xxh64 as native
 except ImportError:  # pragma: no cover - the extension is built by every install
-    native = None
+    native = None  # type: ignore[assignment]
 
 HASH_SEED = 42
 NULL_KEY_HASH = 0

@@ -29,7 +29,7 @@ from pipelines.errors import InputError
 try:
     from pipelines.core import _moments as native
 except ImportError:  # pragma: no cover - the extension is built by every install
-    native = None
+    native = None  # type: ignore[assignment]
 
 HISTOGRAM_BINS = 10
 TOP_VALUES = 20

@@ -55,6 +55,22 @@ def register_version(conn: psycopg.Connection[Any], model: Model) -> int:
     return version_id
 
 
+def registered_version(conn: psycopg.Connection[Any], model: Model) -> int | None:
+    """The version's id if the cache knows it (without registering it).
+
+    Raises:
+        ModelCardError: the model was rebuilt under a version the cache already holds.
+    """
+    row = conn.execute(
+        "SELECT version_id, card FROM model_versions WHERE model = %s AND version = %s",
+        (model.card.name, model.card.version),
+    ).fetchone()
+    if row is None:
+        return None
+    _check_same_artifacts(model, row[1])
+    return int(row[0])
+
+
 def _check_same_artifacts(model: Model, registered: dict[str, Any]) -> None:
     """Versions are immutable: an artifact the registered card knows must have the same sha256.
 

@@ -1,0 +1,6 @@
+import numpy as np
+
+def hash_var(
+    data: np.ndarray, offsets: np.ndarray, valid: np.ndarray | None, seeds: np.ndarray, /
+) -> None: ...
+def hash_fixed(data: np.ndarray, width: int, valid: np.ndarray | None, seeds: np.ndarray, /) -> None: ...
