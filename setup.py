@@ -116,11 +116,12 @@ setup(
     install_requires=RUNTIME,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["predcache=pipelines.cli:main"]},
-    # Column kernels in C: XXH64 over whole columns (key hashes, input fingerprints) and one
-    # column's numeric statistics; core/keys.py and core/stats.py fall back to numpy without them.
+    # Column kernels in C: XXH64 over whole columns (key hashes, input fingerprints), one
+    # column's numeric statistics, key hash lookups; core/keys.py, core/stats.py and
+    # core/changes.py fall back to numpy without them.
     ext_modules=[
         Extension(f"pipelines.core.{name}", [f"pipelines/core/{name}.c"], extra_compile_args=["-O3"])
-        for name in ("_xxh64", "_moments")
+        for name in ("_xxh64", "_moments", "_lookup")
     ],
     cmdclass={"build_py": BuildPyWithShippedFiles},
 )

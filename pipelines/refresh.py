@@ -21,7 +21,7 @@ import psycopg
 import pyarrow.parquet as pq
 
 from pipelines.core.card import Card
-from pipelines.core.changes import PAIR, Basis, Changes, find_changes, sort_pairs
+from pipelines.core.changes import PAIR, Basis, Changes, find_changes, scan_pool, sort_pairs
 from pipelines.core.inputs import KEY_BATCH_ROWS
 from pipelines.core.model import Model
 from pipelines.core.stats import column_stats, merge_stats
@@ -68,8 +68,9 @@ def version_id(conn: psycopg.Connection[Any], model: Model) -> int | None:
 def _compare(
     conn: psycopg.Connection[Any], model: Model, files: list[Path], basis: int | None, *, workers: int
 ) -> tuple[Changes, Basis]:
-    pairs = Basis(load_pairs(conn, basis) if basis is not None else np.empty(0, PAIR))
-    changes = find_changes(files, model.card, pairs, batch_rows=KEY_BATCH_ROWS, workers=workers)
+    with scan_pool(files, workers) as pool:  # the workers start while the basis loads
+        pairs = Basis(load_pairs(conn, basis) if basis is not None else np.empty(0, PAIR))
+        changes = find_changes(files, model.card, pairs, batch_rows=KEY_BATCH_ROWS, pool=pool)
     return changes, pairs
 
 

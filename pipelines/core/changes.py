@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import multiprocessing
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,11 @@ from pipelines.core.inputs import group_files, iter_tables, unplannable
 from pipelines.core.keys import key_hash
 from pipelines.core.stats import ColumnStats, column_stats, merge_stats
 from pipelines.core.validate import coerce
+
+try:
+    from pipelines.core import _lookup as native
+except ImportError:  # pragma: no cover - the extension is built by every install
+    native = None  # type: ignore[assignment]
 
 #: Below this much input the planner compares in its own process (starting workers costs more).
 PARALLEL_MIN_BYTES = 64 << 20
@@ -111,10 +117,16 @@ class Basis:
             lo = np.where(open_ & below, mid + 1, lo)
             hi = np.where(open_ & ~below, mid, hi)
 
-    def _positions(self, key_hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(position, found) of each key hash in the basis."""
-        at = np.minimum(self._find(np.asarray(key_hashes, dtype=np.int64)), len(self._hashes) - 1)
-        return at, self._hashes[at] == key_hashes
+    def _positions(self, key_hashes: np.ndarray, *, use_native: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(position, found) of each key hash in the basis (which is not empty)."""
+        queries = np.ascontiguousarray(key_hashes, dtype=np.int64)
+        if native is not None and use_native:
+            at = np.empty(len(queries), dtype=np.int64)
+            found = np.empty(len(queries), dtype=bool)
+            native.positions(self._hashes, self._starts, self._bits, queries, at, found)
+            return at, found
+        at = np.minimum(self._find(queries), len(self._hashes) - 1)
+        return at, self._hashes[at] == queries
 
     def matches(self, key_hashes: np.ndarray, fingerprints: np.ndarray) -> np.ndarray:
         """Per row: its (key hash, fingerprint) pair is in the basis."""
@@ -213,7 +225,8 @@ def _scan(files: list[Path], card: Card, basis: Basis, batch_rows: int) -> _Part
     return _Part(
         forwarded=forwarded,
         unchanged=np.concatenate(kept) if kept else np.empty(0, PAIR),
-        hashes=np.concatenate(all_hashes) if all_hashes else np.empty(0, np.int64),
+        # Sorted here, in parallel: the planner then only merges sorted runs (``_duplicated``).
+        hashes=np.sort(np.concatenate(all_hashes)) if all_hashes else np.empty(0, np.int64),
         rows=rows,
         stats=stats,
     )
@@ -230,26 +243,65 @@ def _columns(card: Card) -> list[str]:
     return [card.key, *[c for c in card.columns if c != card.key]]
 
 
-def _scan_groups(files: list[Path], card: Card, basis: Basis, batch_rows: int, workers: int) -> list[_Part]:
-    """One part per group of files: in ``workers`` processes when the input is worth it."""
-    groups = group_files(files, workers) if workers > 1 and len(files) > 1 else [files]
-    size = sum(path.stat().st_size for path in files)
-    if len(groups) == 1 or size < PARALLEL_MIN_BYTES:
+def _groups(files: list[Path], workers: int) -> list[list[Path]]:
+    """The groups of files scanned apart: one when the input is too small to be worth processes."""
+    if workers <= 1 or len(files) <= 1 or sum(path.stat().st_size for path in files) < PARALLEL_MIN_BYTES:
+        return [files]
+    return group_files(files, workers)
+
+
+def _warm() -> None:
+    """A first task: a worker process imports this module (and numpy, pyarrow) to unpickle it."""
+
+
+@dataclass(frozen=True)
+class ScanPool:
+    """Started worker processes for ``find_changes`` (``scan_pool``)."""
+
+    executor: ProcessPoolExecutor
+    workers: int
+
+
+@contextmanager
+def scan_pool(files: list[Path], workers: int) -> Iterator[ScanPool | None]:
+    """Worker processes for ``find_changes``, started at once so that their start-up overlaps what
+    the caller does meanwhile (loading the basis); None when ``files`` are scanned in-process."""
+    groups = _groups(files, workers)
+    if len(groups) == 1:
+        yield None
+        return
+    context = multiprocessing.get_context("spawn")  # the planner may hold threads: never fork
+    with ProcessPoolExecutor(max_workers=len(groups), mp_context=context) as pool:
+        for _ in groups:
+            pool.submit(_warm)
+        yield ScanPool(pool, len(groups))
+
+
+def _scan_groups(
+    files: list[Path], card: Card, basis: Basis, batch_rows: int, pool: ScanPool | None
+) -> list[_Part]:
+    """One part per group of files, in ``pool``'s processes if there is one."""
+    groups = _groups(files, pool.workers if pool is not None else 1)
+    if pool is None or len(groups) == 1:
         return [_scan(files, card, basis, batch_rows)]
     with tempfile.TemporaryDirectory(prefix="predcache-basis-") as folder:
         basis_file = str(Path(folder) / "basis.npy")
         np.save(basis_file, basis.pairs)
-        context = multiprocessing.get_context("spawn")  # the planner may hold threads: never fork
-        with ProcessPoolExecutor(max_workers=len(groups), mp_context=context) as pool:
-            futures = [
-                pool.submit(_scan_in_worker, group, card.model_dump_json(), basis_file, batch_rows)
-                for group in groups
-            ]
-            return [future.result() for future in futures]
+        futures = [
+            pool.executor.submit(_scan_in_worker, group, card.model_dump_json(), basis_file, batch_rows)
+            for group in groups
+        ]
+        return [future.result() for future in futures]
 
 
 def find_changes(
-    files: list[Path], card: Card, basis: Basis, *, batch_rows: int, workers: int = 1
+    files: list[Path],
+    card: Card,
+    basis: Basis,
+    *,
+    batch_rows: int,
+    workers: int = 1,
+    pool: ScanPool | None = None,
 ) -> Changes:
     """Compare every row of ``files`` with ``basis`` (one streamed pass; see the module docstring).
 
@@ -258,9 +310,13 @@ def find_changes(
         card: the model card (key, inputs, reference statistics).
         basis: the pairs to compare with.
         batch_rows: rows read at a time.
-        workers: processes to scan with (files are split in balanced groups).
+        workers: processes to scan with (files are split in balanced groups), unless ``pool``.
+        pool: worker processes already started (``scan_pool``).
     """
-    parts = _scan_groups(files, card, basis, batch_rows, workers)
+    if pool is None and workers > 1:
+        with scan_pool(files, workers) as started:
+            return find_changes(files, card, basis, batch_rows=batch_rows, pool=started)
+    parts = _scan_groups(files, card, basis, batch_rows, pool)
     forwarded = [table for part in parts for table in part.forwarded]
     unchanged = np.concatenate([part.unchanged for part in parts])  # order is not needed
     stats: list[dict[str, ColumnStats]] | None = [s for part in parts for s in part.stats]
@@ -299,10 +355,10 @@ def _merged(stats: list[dict[str, ColumnStats]] | None) -> dict[str, ColumnStats
 
 
 def _duplicated(hashes: list[np.ndarray]) -> np.ndarray:
-    """Key hashes that occur more than once in the snapshot."""
+    """Key hashes that occur more than once in the snapshot (``hashes``: sorted parts)."""
     if not hashes:
         return np.empty(0, np.int64)
-    ordered = np.sort(np.concatenate(hashes))
+    ordered = np.sort(np.concatenate(hashes), kind="stable")  # a merge of sorted runs
     repeats = ordered[1:][ordered[1:] == ordered[:-1]]
     return np.unique(repeats)
 

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines.core import changes as changes_module
 from pipelines.core.card import Card
 from pipelines.core.changes import PAIR, Basis, find_changes, make_pairs, pairs_from_bytes, stored_pairs
 from pipelines.core.fingerprint import fingerprint_columns, input_fingerprint
@@ -166,3 +167,17 @@ def test_basis_lookup_agrees_with_searchsorted_for_hits_misses_and_extremes(size
     expected = np.isin(probes, hashes)
     assert basis.matches(probes, probes ^ 5).tolist() == expected.tolist()
     assert not basis.matches(hashes, hashes ^ 6).any()  # same key, other fingerprint
+
+
+@pytest.mark.skipif(changes_module.native is None, reason="the C extension is not built: pip install -e .")
+@pytest.mark.parametrize("size", [1, 2, 9, 1000, 50_000])
+def test_native_lookup_finds_the_same_positions_as_numpy(size: int) -> None:
+    rng = np.random.default_rng(size)
+    hashes = np.unique(rng.integers(-(2**63), 2**63 - 1, size, dtype=np.int64))
+    basis = Basis(make_pairs(hashes, hashes ^ 5))
+    extremes = np.array([-(2**63), 2**63 - 1, 0, -1], dtype=np.int64)
+    queries = np.concatenate([hashes[::3], rng.integers(-(2**63), 2**63 - 1, 2000, dtype=np.int64), extremes])
+    native_at, native_found = basis._positions(queries)
+    numpy_at, numpy_found = basis._positions(queries, use_native=False)
+    assert np.array_equal(native_found, numpy_found) and np.array_equal(native_at, numpy_at)
+    assert native_found[: len(hashes[::3])].all()
