@@ -217,7 +217,12 @@ def test_a_finished_input_is_found_before_the_comparison_and_without_starting_an
     compared: list[Path] = []
     started: list[str] = []
     real_plan = refresh.plan_refresh
-    monkeypatch.setattr(refresh, "plan_refresh", lambda *a, **k: compared.append(a[3]) or real_plan(*a, **k))
+
+    def plan_refresh(*args, **kwargs):  # type: ignore[no-untyped-def]
+        compared.append(args[3])
+        return real_plan(*args, **kwargs)
+
+    monkeypatch.setattr(refresh, "plan_refresh", plan_refresh)
     monkeypatch.setattr(jobs, "_start_engine_early", lambda settings, request: started.append(request.engine))
     again = run_job(settings, request)
     assert again.skipped and again.run_id == first.run_id
