@@ -9,6 +9,7 @@ it stopped, a finished one is not scored twice, and progress is read from the sh
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
@@ -123,8 +124,30 @@ def _engine_execute(engine: str) -> Callable[[JobSpec], None]:
     raise ConfigError(f"unknown engine '{engine}'; choose one of: {', '.join(ENGINES)}")
 
 
+#: Modules the Beam engine needs that take a second to import: imported while the run is planned.
+BEAM_MODULES = (
+    "pipelines.engines.beam",
+    "apache_beam.runners.direct.direct_runner",
+    "apache_beam.runners.portability.fn_api_runner.fn_runner",
+)
+
+
+def _import_quietly(names: tuple[str, ...]) -> None:
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception:  # the engine imports them again and reports what is missing
+            return
+
+
 def _start_engine_early(settings: Settings, request: RunRequest) -> None:
-    """Spark starts its session while the run is planned (``engines.spark.start_early``); Beam needs none."""
+    """Start the engine while the run is planned: Spark's session (``engines.spark.start_early``),
+    Beam's imports (the model's session is already loaded by the planner, in this process)."""
+    if request.engine == "beam":
+        threading.Thread(
+            target=_import_quietly, args=(BEAM_MODULES,), name="predcache-beam-import", daemon=True
+        ).start()
+        return
     if request.engine != "spark":
         return
     from pipelines.engines import spark  # type: ignore[attr-defined]
