@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from pipelines import refresh
@@ -191,6 +192,8 @@ class PlannedRun:
     run_id: int
     resumed: bool
     finished: bool
+    #: A new incremental run's carried-over pairs (stored while it scores; see ``score_run``).
+    carried: np.ndarray | None = None
 
 
 def plan_run(
@@ -328,11 +331,13 @@ def _plan_in_cache(
         )
         ledger.store_plan_rejects(conn, run_id, scan.rejects)
         if changes is not None:
-            record_plan(conn, run_id, carried=changes.carried, input_stats=changes.input_stats)
+            record_plan(conn, run_id, carried=len(changes.carried), input_stats=changes.input_stats)
     if changes is not None:
         refresh.adopt(changes, settings, run_id)
     fault_point("plan.after")
-    return PlannedRun(run_id, resumed=False, finished=False)
+    return PlannedRun(
+        run_id, resumed=False, finished=False, carried=changes.carried if changes is not None else None
+    )
 
 
 @contextmanager
@@ -363,6 +368,31 @@ def _running_mode(settings: Settings) -> dict[str, Any]:
     if settings.beam_running_mode == "auto":
         return {}
     return {"direct_running_mode": settings.beam_running_mode, "in_process_max_rows": 0}
+
+
+@contextmanager
+def _alongside(work: Callable[[], None] | None, name: str) -> Iterator[None]:
+    """Run ``work`` in a thread while the block runs; wait for it after, and raise what it raised
+    (the block's own error first)."""
+    if work is None:
+        yield
+        return
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # handed to the caller below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+    if failure:
+        raise failure[0]
 
 
 @contextmanager
@@ -406,8 +436,12 @@ def score_run(
     fail_shards: frozenset[str] = frozenset(),
     on_progress: ProgressFn | None = None,
     owner: str | None = None,
+    carried: np.ndarray | None = None,
 ) -> int:
     """Score the run's pending shards on ``engine``; returns how many shards were pending.
+
+    An incremental run's carried-over pairs are stored meanwhile, in a thread (``carried``: the
+    planner's, when this process planned the run; otherwise they are made again).
 
     The run is claimed for ``owner`` (default: a new identity of this process) with a lease
     that a heartbeat extends while the engine runs; a run another live process scores is
@@ -443,11 +477,13 @@ def score_run(
             message = f"the input of run {run_id} ({source}) changed after it was planned; start a new run"
             record_failure(url, run_id, message, owner=owner)
             raise InputError(message)
+        files_in = files
         files = refresh.engine_files(conn, settings, run, model, files)
         attempt = ledger.start_attempt(
             conn, run_id, engine, owner=owner, lease_seconds=settings.lease_seconds
         )
         pending = ledger.planned_shards(conn, run_id, pending_only=True)
+        store_carried = refresh.carried_pending(conn, run)
     fault_point("score.after_claim")
     spec = JobSpec(
         database_url=url,
@@ -480,6 +516,12 @@ def score_run(
             _lease_heartbeat(url, run_id, owner, settings.lease_seconds),
             _progress_thread(url, run_id, on_progress),
             engine_output_to(log_path),
+            _alongside(
+                (lambda: refresh.store_carried(url, settings, run, model, files_in, carried))
+                if store_carried
+                else None,
+                "predcache-carried-pairs",
+            ),
         ):
             if pending:  # an incremental run may find every row unchanged: no shard to score
                 execute(spec)
@@ -613,6 +655,7 @@ def run_job(settings: Settings, request: RunRequest, *, on_progress: ProgressFn 
             fail_shards=request.fail_shards,
             on_progress=on_progress,
             owner=owner,
+            carried=planned.carried,
         )
         lap("score")
         verify_run(settings, planned.run_id, owner=owner)

@@ -26,10 +26,11 @@ from pipelines.core.inputs import KEY_BATCH_ROWS
 from pipelines.core.model import Model
 from pipelines.core.stats import column_stats, merge_stats
 from pipelines.core.validate import good_rows
-from pipelines.errors import InputError
+from pipelines.errors import InputError, StoreError, one_line
 from pipelines.settings import Settings
-from pipelines.store.incremental import basis_run, load_pairs
-from pipelines.store.ledger import RunRecord
+from pipelines.store.db import connection
+from pipelines.store.incremental import basis_run, load_pairs, write_carried
+from pipelines.store.ledger import RunRecord, carried_pairs_stored
 
 
 @dataclass(frozen=True)
@@ -107,12 +108,56 @@ def plan_refresh(
     changes, pairs = _compare(conn, model, files, basis, workers=settings.workers)
     path = _folder(settings) / f"plan-{uuid.uuid4().hex}.parquet"
     _write(changes, path, settings)
-    carried = (
-        sort_pairs(changes.unchanged)
-        if prune_missing
-        else pairs.without(changes.forwarded_key_hashes(model.card))
-    )
+    carried = _carried(changes, pairs, model.card, prune_missing=prune_missing)
     return RefreshPlan(basis, path, carried, changes.rows_unchanged, _input_stats(changes, model.card))
+
+
+def _carried(changes: Changes, basis: Basis, card: Card, *, prune_missing: bool) -> np.ndarray:
+    """The pairs a run carries over: its unchanged rows', and without ``--prune-missing`` those of
+    keys absent from the snapshot too (their predictions stay current)."""
+    if prune_missing:
+        return sort_pairs(changes.unchanged)
+    return basis.without(changes.forwarded_key_hashes(card))
+
+
+def carried_pending(conn: psycopg.Connection[Any], run: RunRecord) -> bool:
+    """Whether some of an incremental run's carried-over pairs are not stored yet."""
+    if not run.incremental or run.pairs_carried_plan is None:
+        return False
+    return carried_pairs_stored(conn, run.run_id) != run.pairs_carried_plan
+
+
+def store_carried(
+    url: str,
+    settings: Settings,
+    run: RunRecord,
+    model: Model,
+    files: list[Path],
+    carried: np.ndarray | None,
+) -> None:
+    """Store the run's carried-over pairs (``write_carried``); ``carried``: the planner's, when this
+    process planned the run. Otherwise (a resumed run) they are made again from the run's basis,
+    which gives the same pairs.
+
+    Raises:
+        InputError: the pairs made again differ from the plan (the basis run was collected).
+    """
+    with connection(url, autocommit=True) as conn:
+        if carried is None:
+            changes, basis = _compare(conn, model, files, run.basis_run_id, workers=settings.workers)
+            carried = _carried(changes, basis, model.card, prune_missing=run.prune_missing)
+            if changes.rows_unchanged != run.rows_unchanged_plan or len(carried) != run.pairs_carried_plan:
+                raise InputError(
+                    f"run {run.run_id} cannot be resumed: its basis run {run.basis_run_id} no longer "
+                    "gives the same unchanged rows; start a new run"
+                )
+        try:
+            write_carried(conn, run.run_id, carried)
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"run {run.run_id}: storing its carried-over pairs failed ({one_line(exc)}); "
+                "rerun the same command to resume"
+            ) from exc
 
 
 def adopt(plan: RefreshPlan, settings: Settings, run_id: int) -> None:

@@ -231,3 +231,40 @@ def test_a_finished_input_is_found_before_the_comparison_and_without_starting_an
     c = _snapshot(tmp_path / "c", _a())
     run_job(settings, RunRequest(model="toy", input=c, shard_rows=60, publish=True, incremental=True))
     assert len(compared) == 1 and started == ["beam"]
+
+
+def test_carried_pairs_are_stored_while_scoring_and_made_again_when_an_attempt_lost_them(
+    migrated_url, other_database, settings_for, toy_models_dir, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    from pipelines.errors import RunStateError
+    from pipelines.jobs import plan_run, publish_run, score_run, verify_run
+    from pipelines.store import ledger
+
+    settings = settings_for(migrated_url, models_dir=toy_models_dir)
+    a = _snapshot(tmp_path / "a", _a())
+    b = _snapshot(tmp_path / "b", _b())
+    run_job(settings, RunRequest(model="toy", input=a, shard_rows=60, publish=True, rerun=True))
+    planned = plan_run(settings, RunRequest(model="toy", input=b, shard_rows=60, incremental=True))
+    assert planned.carried is not None and len(planned.carried) == 237  # 236 unchanged + absent k0009
+    with connection(migrated_url) as conn:
+        run = ledger.get_run(conn, planned.run_id)
+        assert run.pairs_carried_plan == 237 and ledger.carried_pairs_stored(conn, planned.run_id) == 0
+    # This process "died" after planning: the next attempt has no pairs in memory and makes them again.
+    score_run(settings, planned.run_id)
+    with connection(migrated_url) as conn:
+        assert ledger.carried_pairs_stored(conn, planned.run_id) == 237
+        conn.execute(
+            "DELETE FROM run_fingerprints WHERE run_id = %s AND part LIKE 'carried-%%'", (planned.run_id,)
+        )
+    with pytest.raises(RunStateError, match="0 of 237 carried-over pairs stored"):
+        verify_run(settings, planned.run_id)
+    score_run(settings, planned.run_id)  # a rerun resumes: nothing left to score but the pairs
+    verify_run(settings, planned.run_id)
+    publish_run(settings, planned.run_id)
+    full = settings_for(other_database, models_dir=toy_models_dir)
+    run_job(full, RunRequest(model="toy", input=b, shard_rows=60, publish=True, rerun=True))
+    incremental, rescored = _current(migrated_url), _current(other_database)
+    assert {k: v for k, v in incremental.items() if k != "k0009"} == rescored
+    # The next incremental run compares with this one: every row of B is unchanged.
+    again = run_job(settings, RunRequest(model="toy", input=b, shard_rows=60, incremental=True, rerun=True))
+    assert (again.rows_out, again.rows_unchanged) == (0, 240)

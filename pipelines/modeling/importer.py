@@ -216,6 +216,7 @@ def write_imported(out_dir: Path, request: ImportRequest, *, version: str) -> Ca
         spec.model_copy(update={"description": request.input_descriptions.get(spec.name, "")})
         for spec in graph_inputs(graph, dict(request.columns))
     ]
+    out_dir.mkdir(parents=True, exist_ok=True)
     fp32_path, int8_path = out_dir / FP32_FILE, out_dir / INT8_FILE
     if isinstance(request.onnx, Path) and not unwrapped:
         shutil.copyfile(request.onnx, fp32_path)  # the graph as given, byte for byte

@@ -55,14 +55,21 @@ def write_pairs(conn: psycopg.Connection[Any], run_id: int, part: str, pairs: np
 
 
 def record_plan(
-    conn: psycopg.Connection[Any], run_id: int, *, carried: np.ndarray, input_stats: dict[str, Any] | None
+    conn: psycopg.Connection[Any], run_id: int, *, carried: int, input_stats: dict[str, Any] | None
 ) -> None:
-    """Store what an incremental run's planner found: the pairs it carries over unchanged (in parts
-    named ``carried-N``) and the input statistics it took."""
+    """Store what an incremental run's planner found: how many pairs it carries over unchanged (they
+    are stored by ``write_carried`` while the run scores) and the input statistics it took."""
+    conn.execute(
+        "UPDATE runs SET pairs_carried_plan = %s, input_stats_plan = %s WHERE run_id = %s",
+        (carried, Jsonb(input_stats) if input_stats is not None else None, run_id),
+    )
+
+
+def write_carried(conn: psycopg.Connection[Any], run_id: int, carried: np.ndarray) -> None:
+    """Store the pairs a run carries over, in parts named ``carried-N`` (idempotent: a resumed run
+    writes the parts an earlier attempt did not; the same sorted pairs give the same parts)."""
     for number, start in enumerate(range(0, len(carried), PART_PAIRS)):
         write_pairs(conn, run_id, f"carried-{number}", carried[start : start + PART_PAIRS])
-    if input_stats is not None:
-        conn.execute("UPDATE runs SET input_stats_plan = %s WHERE run_id = %s", (Jsonb(input_stats), run_id))
 
 
 def check_basis(conn: psycopg.Connection[Any], *, run_ids: list[int]) -> None:

@@ -155,6 +155,8 @@ class RunRecord:
     #: Incremental runs: the run whose pairs the planner compared with, and the rows it left out.
     basis_run_id: int | None = None
     rows_unchanged_plan: int = 0
+    #: Incremental runs: how many pairs the run carries over (stored while it scores).
+    pairs_carried_plan: int | None = None
     #: Incremental runs: input statistics the planner took (``observe`` uses them).
     input_stats_plan: dict[str, Any] | None = None
 
@@ -164,6 +166,16 @@ class RunRecord:
 
 
 _RUN_COLUMNS = "*, (status = 'scoring' AND lease_expires_at < now()) IS TRUE AS stale"
+
+
+def carried_pairs_stored(conn: psycopg.Connection[Any], run_id: int) -> int:
+    """How many carried-over pairs of an incremental run are stored (sizes only: nothing is read)."""
+    row = conn.execute(
+        "SELECT coalesce(sum(length(pairs)), 0) / 16 FROM run_fingerprints "
+        "WHERE run_id = %s AND part LIKE 'carried-%%'",
+        (run_id,),
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def get_run(conn: psycopg.Connection[Any], run_id: int) -> RunRecord:
@@ -440,6 +452,10 @@ def verify_run(
         problems.append(f"shards read {shard_in} rows, the plan counted {rows_planned}")
     if shard_out + shard_rej != shard_in:
         problems.append(f"rows_out {shard_out} + rows_rejected {shard_rej} != rows_in {shard_in}")
+    if run.pairs_carried_plan is not None:
+        carried = carried_pairs_stored(conn, run_id)
+        if carried != run.pairs_carried_plan:
+            problems.append(f"{carried} of {run.pairs_carried_plan} carried-over pairs stored")
     if problems:
         message = f"run {run_id} failed verification: " + "; ".join(problems)
         mark_failed(conn, run_id, message, owner=owner)
