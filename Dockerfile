@@ -4,6 +4,10 @@
 
 # Stage 1: build the wheel (setup.py maps sql/, models/ and dags/ into the package).
 FROM python:3.11-slim-bookworm AS wheel
+# A C compiler for the column kernels (pipelines/core/*.c); the runtime image needs none.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY setup.py MANIFEST.in README.md ./
 COPY pipelines/ pipelines/

@@ -112,15 +112,18 @@ setup(
     description="Batch-first keyed prediction on Beam or Spark with an exactly-once PostgreSQL cache",
     python_requires=">=3.11",
     packages=find_packages(include=["pipelines", "pipelines.*"]),
-    package_data={"pipelines": ["py.typed"]},
+    package_data={"pipelines": ["py.typed", "core/*.pyi"]},
     install_requires=RUNTIME,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["predcache=pipelines.cli:main"]},
     # Column kernels in C: XXH64 over whole columns (key hashes, input fingerprints), one
-    # column's numeric statistics, key hash lookups; core/keys.py, core/stats.py and
-    # core/changes.py fall back to numpy without them.
+    # column's numeric statistics, key hash lookups. Optional: without a C compiler the install
+    # still works and core/keys.py, core/stats.py and core/changes.py compute the same numbers
+    # in numpy (several times slower).
     ext_modules=[
-        Extension(f"pipelines.core.{name}", [f"pipelines/core/{name}.c"], extra_compile_args=["-O3"])
+        Extension(
+            f"pipelines.core.{name}", [f"pipelines/core/{name}.c"], extra_compile_args=["-O3"], optional=True
+        )
         for name in ("_xxh64", "_moments", "_lookup")
     ],
     cmdclass={"build_py": BuildPyWithShippedFiles},

@@ -71,9 +71,19 @@ def installed(wheel: Path, make_venv, tmp_path_factory: pytest.TempPathFactory) 
     return python.parent
 
 
+KERNELS = ("_xxh64", "_moments", "_lookup")
+
+
 def test_wheel_carries_every_migration_the_reference_model_and_the_dag_files(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"pipelines/_shipped/{name}" for name in _shipped_names()} <= names
+
+
+def test_wheel_carries_the_compiled_column_kernels_and_their_type_stubs(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for kernel in KERNELS:
+        assert [n for n in names if n.startswith(f"pipelines/core/{kernel}.") and n.endswith(".so")], kernel
+        assert f"pipelines/core/{kernel}.pyi" in names
 
 
 def test_sdist_carries_the_same_files_and_a_wheel_built_from_it_ships_them(
@@ -85,6 +95,7 @@ def test_sdist_carries_the_same_files_and_a_wheel_built_from_it_ships_them(
     with tarfile.open(sdist) as archive:
         members = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     assert _shipped_names() <= members and not [m for m in members if m.startswith("tests/")]
+    assert {f"pipelines/core/{kernel}.c" for kernel in KERNELS} <= members
     rebuilt = zipfile.ZipFile(_pip_wheel(sdist, tmp_path, clean_env())).namelist()
     assert {f"pipelines/_shipped/{name}" for name in _shipped_names()} <= set(rebuilt)
 
