@@ -71,12 +71,19 @@ def sort_pairs(pairs: np.ndarray) -> np.ndarray:
 def pairs_from_bytes(parts: Iterable[bytes]) -> np.ndarray:
     """Stored parts (each the raw bytes of a ``PAIR`` array) as one array sorted by key hash.
 
-    Parts are stored sorted, so the stable sort (a merge of sorted runs) is close to linear.
+    Parts are stored sorted, and a run's shards (and its carried parts) cover disjoint hash
+    ranges: put in order of their first hash they are usually sorted already (checked, one pass);
+    otherwise the stable sort merges the sorted runs.
     """
-    arrays = [np.frombuffer(part, dtype=PAIR) for part in parts]
+    arrays = sorted(
+        (a for a in (np.frombuffer(part, dtype=PAIR) for part in parts) if len(a)),
+        key=lambda a: int(a["key_hash"][0]),
+    )
     if not arrays:
         return np.empty(0, dtype=PAIR)
-    return sort_pairs(np.concatenate(arrays))
+    pairs = np.concatenate(arrays)
+    hashes = pairs["key_hash"]
+    return pairs if bool(np.all(hashes[1:] >= hashes[:-1])) else sort_pairs(pairs)
 
 
 class Basis:

@@ -156,6 +156,16 @@ def test_pairs_round_trip_through_bytes_in_parts() -> None:
     assert back["key_hash"].tolist() == [-3, 5, 9] and back["fp"].tolist() == [-30, 50, 90]
 
 
+def test_pairs_from_parts_in_any_order_and_overlapping_ranges_come_back_sorted() -> None:
+    rng = np.random.default_rng(4)
+    everything = make_pairs(rng.integers(-(2**63), 2**63 - 1, 5000, dtype=np.int64), np.arange(5000))
+    ranges = [everything[i : i + 700] for i in range(0, 5000, 700)]  # disjoint, like a run's shards
+    interleaved = [everything[0::2], everything[1::2]]  # overlapping, like shards and carried parts
+    for parts in (ranges[::-1], interleaved, [everything[:0], *ranges[3:], *ranges[:3]]):
+        back = pairs_from_bytes(part.tobytes() for part in parts)
+        assert np.array_equal(back, everything)
+
+
 @pytest.mark.parametrize("size", [1, 7, 1000, 50_000])
 def test_basis_lookup_agrees_with_searchsorted_for_hits_misses_and_extremes(size: int) -> None:
     rng = np.random.default_rng(size)
