@@ -289,7 +289,7 @@ def _plan_in_cache(
     # Null and empty keys are rejected here: they share one hash and would make one shard
     # that no split can divide. An incremental run plans only the rows it forwards.
     scan = scan_keys([changes.file] if changes is not None else files, model.card)
-    shards = plan_shards(scan.hashes, shard_rows)
+    shards = plan_shards(scan.hashes, shard_rows, in_place=True)
     with connection(url, autocommit=True) as conn, conn.transaction():
         # One planner per input at a time: two commands started together find one run.
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('predcache.plan'), hashtext(%s))", (input_uri,))

@@ -140,11 +140,13 @@ class KeyScan:
 def scan_keys(files: list[Path], card: Card, *, batch_rows: int = KEY_BATCH_ROWS) -> KeyScan:
     """Hash every row's key; rows whose key is null or empty become rejects instead.
 
-    The key column is streamed in batches of ``batch_rows`` (memory holds the hashes, 8 bytes
-    a row, and one batch of keys). Only a file that has unplannable rows is read again, with
-    the model's columns, to record them.
+    The key column is streamed in batches of ``batch_rows``; memory holds the hashes (8 bytes a
+    row, in one array sized from the files' metadata: no list of parts to concatenate, which
+    would hold them twice) and one batch of keys. Only a file that has unplannable rows is read
+    again, with the model's columns, to record them.
     """
-    parts: list[np.ndarray] = []
+    hashes = np.empty(sum(_open(path).metadata.num_rows for path in files), dtype=np.int64)
+    filled = 0
     rejects: list[pa.Table] = []
     for path in files:
         masks: list[pa.Array] = []
@@ -152,7 +154,11 @@ def scan_keys(files: list[Path], card: Card, *, batch_rows: int = KEY_BATCH_ROWS
             keys = batch.column(0)
             bad = unplannable(keys)
             masks.append(bad)
-            parts.append(key_hash(keys.filter(pc.invert(bad)) if pc.any(bad).as_py() else keys))
+            part = key_hash(keys.filter(pc.invert(bad)) if pc.any(bad).as_py() else keys)
+            if filled + len(part) > len(hashes):  # the file changed while it was read
+                raise InputError(f"{path} changed while it was read; run again once it is written")
+            hashes[filled : filled + len(part)] = part
+            filled += len(part)
         if not any(pc.any(mask).as_py() for mask in masks):
             continue
         columns = [card.key, *[c for c in card.columns if c != card.key]]
@@ -160,7 +166,7 @@ def scan_keys(files: list[Path], card: Card, *, batch_rows: int = KEY_BATCH_ROWS
         reasons = pc.if_else(pc.is_null(rows.column(card.key)), "key is null", "key is empty")
         rejects.append(reject_rows(rows, reasons.combine_chunks(), card))
     return KeyScan(
-        hashes=np.concatenate(parts) if parts else np.empty(0, dtype=np.int64),
+        hashes=hashes[:filled],
         rejects=pa.concat_tables(rejects) if rejects else REJECT_SCHEMA.empty_table(),
     )
 

@@ -39,20 +39,26 @@ def shard_bounds(depth: int, index: int) -> tuple[int, int]:
     return lo, lo + width
 
 
-def plan_shards(hashes: np.ndarray, shard_rows: int) -> list[Shard]:
+def plan_shards(hashes: np.ndarray, shard_rows: int, *, in_place: bool = False) -> list[Shard]:
     """Split the hash space until each shard holds at most ``shard_rows`` of ``hashes``.
 
     Args:
         hashes: int64 key hashes of every input row (any order).
         shard_rows: upper bound of rows per shard (a single hash value is never split, so a
             shard of identical hashes may exceed it).
+        in_place: sort ``hashes`` itself (an int64 array) instead of a copy: the planner's
+            hashes are not needed after, and a copy would hold every hash twice.
 
     Returns:
         Non-empty shards ordered by hash range.
     """
     if shard_rows < 1:
         raise ValueError("shard_rows must be at least 1")
-    ordered = np.sort(np.asarray(hashes, dtype=np.int64))
+    ordered = np.asarray(hashes, dtype=np.int64)
+    if in_place and ordered is hashes:
+        ordered.sort()
+    else:
+        ordered = np.sort(ordered)
     shards: list[Shard] = []
     stack = [(0, 0)]
     while stack:
