@@ -21,7 +21,7 @@ from psycopg.types.json import Jsonb
 
 from pipelines.core.card import Card
 from pipelines.core.inputs import iter_tables, list_input_files
-from pipelines.core.stats import ColumnStats, column_stats, drift, merge_stats, typed_outputs
+from pipelines.core.stats import ColumnStats, column_stats, counted_stats, drift, merge_stats, typed_outputs
 from pipelines.core.validate import good_rows
 from pipelines.errors import RunStateError
 from pipelines.settings import Settings
@@ -103,11 +103,8 @@ def _grouped_output_stats(conn: psycopg.Connection[Any], run_id: int, name: str)
     rows = conn.execute(query, (run_id,)).fetchall()
     nulls = sum(count for value, count in rows if value is None)
     present = [(value, count) for value, count in rows if value is not None]
-    values = np.repeat(
-        np.array([v for v, _ in present], np.int64), np.array([c for _, c in present], np.int64)
-    )
-    column = pa.chunked_array([pa.array(values, pa.int64()), pa.nulls(nulls, pa.int64())])
-    return column_stats(pa.table({name: column}), [name])[name]
+    values = np.array([v for v, _ in present], np.int64)
+    return counted_stats(values, np.array([c for _, c in present], np.int64), nulls)
 
 
 def _shard_parts(conn: psycopg.Connection[Any], run_id: int) -> list[dict[str, Any]] | None:

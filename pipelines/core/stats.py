@@ -125,6 +125,42 @@ def _numeric_stats_native(column: pa.ChunkedArray, edges: list[float]) -> Column
     return stats
 
 
+def counted_stats(values: np.ndarray, counts: np.ndarray, nulls: int) -> ColumnStats:
+    """``column_stats`` of a numeric column given as distinct values and how often each occurs
+    (a server's ``GROUP BY``), without materialising the rows: the same numbers, deciles included
+    (numpy's linear quantile read off the cumulative counts), up to the order floats are summed in.
+
+    Args:
+        values: the distinct non-null values.
+        counts: how many rows hold each.
+        nulls: rows that are null.
+    """
+    order = np.argsort(values, kind="stable")
+    values = np.asarray(values, dtype=np.float64)[order]
+    counts = np.asarray(counts, dtype=np.int64)[order]
+    n = int(counts.sum())
+    stats: ColumnStats = {"kind": NUMERIC, "count": n + nulls, "nulls": nulls}
+    if n == 0:
+        stats.update(mean=None, std=None, min=None, max=None)
+        stats["histogram"] = {"edges": [], "counts": []}
+        return stats
+    mean = float(np.dot(values, counts) / n)
+    std = float(np.sqrt(np.dot((values - mean) ** 2, counts) / n))
+    ends = np.cumsum(counts)  # row i (sorted) holds values[searchsorted(ends, i, side="right")]
+    positions = np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1) * (n - 1)
+    below = np.floor(positions).astype(np.int64)
+    above = np.minimum(below + 1, n - 1)
+    low = values[np.searchsorted(ends, below, side="right")]
+    high = values[np.searchsorted(ends, above, side="right")]
+    quantiles = low + (high - low) * (positions - below)
+    edges = np.unique(quantiles).tolist()
+    inner = np.asarray(edges[1:-1], dtype=np.float64)
+    bins = np.bincount(np.searchsorted(inner, values, side="right"), weights=counts, minlength=_bins(edges))
+    stats.update(mean=mean, std=std, min=float(values[0]), max=float(values[-1]))
+    stats["histogram"] = {"edges": [float(e) for e in edges], "counts": [int(c) for c in bins]}
+    return stats
+
+
 def _bins(edges: list[float]) -> int:
     return max(len(edges) - 1, 1) if edges else 0
 

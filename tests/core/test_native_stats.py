@@ -43,3 +43,23 @@ def test_native_kernel_refuses_wrong_types_and_count_slots() -> None:
         stats.native.summary(np.zeros(3, np.int64), np.zeros(1), np.zeros(2, np.int64))
     with pytest.raises(ValueError, match="slots"):
         stats.native.summary(np.zeros(3), np.zeros(2), np.zeros(2, np.int64))
+
+
+@pytest.mark.parametrize(
+    ("values", "counts", "nulls"),
+    [
+        ([0, 1], [900, 100], 5),
+        ([3], [42], 0),
+        ([-2, 7, 1, 5], [1, 1000, 3, 77], 11),
+        ([], [], 4),
+        ([10, 20, 30], [5, 5, 5], 0),
+    ],
+)
+def test_counted_stats_equal_the_stats_of_the_rows_they_count(
+    values: list[int], counts: list[int], nulls: int
+) -> None:
+    rows = np.repeat(np.array(values, np.int64), np.array(counts, np.int64))
+    column = pa.chunked_array([pa.array(rows, pa.int64()), pa.nulls(nulls, pa.int64())])
+    expected = stats.column_stats(pa.table({"label": column}), ["label"])["label"]
+    got = stats.counted_stats(np.array(values, np.int64), np.array(counts, np.int64), nulls)
+    assert close(got, expected), (got, expected)
