@@ -273,7 +273,14 @@ def _appended(previous: Path, document: dict[str, Any]) -> dict[str, Any]:
             "appended": document["config"],
         },
         "valid_rows": {**old.get("valid_rows", {}), **document["valid_rows"]},
-        "skipped": [*old.get("skipped", []), *document["skipped"]],
+        "skipped": [
+            *(
+                s
+                for s in old.get("skipped", [])
+                if s["scenario"] not in {r["scenario"] for r in document["scenarios"]}
+            ),
+            *document["skipped"],
+        ],
         "scenarios": sorted([*kept, *document["scenarios"]], key=lambda r: r["rows"]),
     }
 
