@@ -42,6 +42,10 @@ class Settings(BaseSettings):
             checkout's ``models/``; an installed predcache uses ``home/models``, seeded with the
             bundled reference model on first use.
         shard_rows: Upper bound of rows per shard when planning a run.
+        max_shards: Unless ``shard_rows`` is given (``--shard-rows``, ``PREDCACHE_SHARD_ROWS``), a
+            large input gets larger shards so that it has at most this many: each read task
+            writes one piece per shard, so more shards mean more, smaller files (at 30M rows and
+            20,000-row shards, 172,000 pieces of 175 rows).
         batch_rows: Rows per onnxruntime call inside a shard.
         ort_threads: Intra-op threads of each onnxruntime session (one session per process).
         workers: Parallel worker processes of the engine (Beam direct_num_workers).
@@ -82,6 +86,7 @@ class Settings(BaseSettings):
     home: Path = DEFAULT_HOME
     models_dir: Path = DEFAULT_MODELS_DIR
     shard_rows: int = Field(default=DEFAULT_SHARD_ROWS, ge=1)
+    max_shards: int = Field(default=512, ge=1)
     batch_rows: int = Field(default=DEFAULT_BATCH_ROWS, ge=1)
     ort_threads: int = Field(default=DEFAULT_ORT_THREADS, ge=1)
     workers: int = Field(default=2, ge=1)

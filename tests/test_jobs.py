@@ -82,3 +82,32 @@ def test_an_unknown_engine_is_refused_before_any_run_is_recorded(settings: Setti
     with pytest.raises(ConfigError, match="unknown engine 'flink'; choose one of"):
         run_job(settings, RunRequest(model="toy", input=_input(tmp_path / "in"), engine="flink"))
     assert _run_count(settings.database_url) == before
+
+
+def test_the_default_shard_size_grows_past_max_shards_and_an_explicit_one_is_kept(
+    migrated_url, settings_for, toy_models_dir, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.jobs import RunRequest, plan_run
+    from pipelines.store import ledger
+    from pipelines.store.db import connection
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    n = 100_000
+    table = pa.table(
+        {"id": [f"k{i}" for i in range(n)], "x": [i / n for i in range(n)], "n": [i % 3 for i in range(n)]}
+    )
+    pq.write_table(table, folder / "part-0.parquet")
+    auto = settings_for(migrated_url, models_dir=toy_models_dir).model_copy(update={"max_shards": 4})
+    planned = plan_run(auto, RunRequest(model="toy", input=folder, rerun=True))
+    with connection(migrated_url) as conn:
+        run = ledger.get_run(conn, planned.run_id)
+        shards = ledger.planned_shards(conn, planned.run_id, pending_only=False)
+    assert run.shard_rows == 31_250 and len(shards) <= 4 and sum(s.rows for s in shards) == n
+    explicit = plan_run(auto, RunRequest(model="toy", input=folder, shard_rows=10_000, rerun=True))
+    with connection(migrated_url) as conn:
+        assert ledger.get_run(conn, explicit.run_id).shard_rows == 10_000
+        assert len(ledger.planned_shards(conn, explicit.run_id, pending_only=False)) > 4
