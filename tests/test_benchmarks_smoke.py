@@ -88,7 +88,8 @@ def test_results_hold_rates_and_ratios_per_engine_and_size(results: dict[str, An
     assert results["vs_peer"]["beam"][ROWS] > 0
     assert results["peak_rss_mb"]["beam"][ROWS] > 0
     assert results["simple_rows_per_s"][ROWS] > 0 and results["e2e_vs_simple"]["beam"][ROWS] > 0
-    assert results["targets"]["e2e_vs_simple_beam"]["target"] == 0.5
+    assert results["targets"][f"e2e_vs_simple_beam_{ROWS}"]["target"] == 0.5  # a goal per size
+    assert results["targets"][f"vs_peer_beam_{ROWS}"]["target"] == 2.0
 
 
 @pytest.mark.slow
