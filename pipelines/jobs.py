@@ -227,9 +227,6 @@ def plan_run(
     digest = fingerprint(files, request.input)
     schema_text = input_schema_text(pq.read_schema(files[0]), [model.card.key, *model.card.input_names])
     shard_rows = request.shard_rows or settings.shard_rows
-    # An explicit shard size is kept; the default grows with the input past max_shards shards.
-    explicit = request.shard_rows is not None or "shard_rows" in settings.model_fields_set
-    max_shards = None if explicit else settings.max_shards
     existing = None if request.rerun else _existing_run(url, model, input_uri, digest)
     if existing is not None and existing.finished:
         return existing
@@ -252,7 +249,6 @@ def plan_run(
             shard_rows,
             settings,
             changes,
-            max_shards,
         )
     finally:
         if changes is not None:
@@ -297,16 +293,15 @@ def _plan_in_cache(
     shard_rows: int,
     settings: Settings,
     changes: refresh.RefreshPlan | None,
-    max_shards: int | None = None,
 ) -> PlannedRun:
     # Hash every key before the transaction: it holds locks, and planning is the slow part.
     # Null and empty keys are rejected here: they share one hash and would make one shard
     # that no split can divide. An incremental run plans only the rows it forwards.
     scan = scan_keys([changes.file] if changes is not None else files, model.card)
-    if (
-        max_shards is not None
-    ):  # shards halve the hash space: a quarter's headroom keeps them at most max_shards
-        shard_rows = max(shard_rows, -(-len(scan.hashes) * 5 // (4 * max_shards)))
+    if request.shard_rows is None and "shard_rows" not in settings.model_fields_set:
+        # The default size grows past max_shards shards (an explicit one is kept). Shards halve
+        # the hash space: a quarter's headroom keeps them at most max_shards.
+        shard_rows = max(shard_rows, -(-len(scan.hashes) * 5 // (4 * settings.max_shards)))
     shards = plan_shards(scan.hashes, shard_rows, in_place=True)
     with connection(url, autocommit=True) as conn, conn.transaction():
         # One planner per input at a time: two commands started together find one run.

@@ -355,12 +355,6 @@ def find_changes(
     )
 
 
-def _merged(stats: list[dict[str, ColumnStats]] | None) -> dict[str, ColumnStats] | None:
-    if stats is None:
-        return None
-    return merge_stats(stats) if stats else {}
-
-
 def _duplicated(hashes: list[np.ndarray]) -> np.ndarray:
     """Key hashes that occur more than once in the snapshot (``hashes``: sorted parts)."""
     if not hashes:
